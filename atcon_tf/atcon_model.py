@@ -1,0 +1,212 @@
+"""`ATCONModel`: a Keras model whose `train_step` optimises attention consistency.
+
+Wraps any classifier (weights shared, not copied). Schedules (method.md §2):
+- `supervised`: cross-entropy on labelled batches `(x, y)`.
+- `atcon`: unsupervised fine-tuning; batches are `x` (labels, if present, are ignored).
+- `alternating`: batches are dicts from `training_data.alternating_dataset`: each batch is
+  labelled (supervised step) or not (ATCON step); `alpha` oversamples the labelled set there.
+- `combining`: dicts from `training_data.combining_dataset`; loss = L_sup + alpha * L_atcon.
+Supervised steps run BatchNorm in training mode; the ATCON loss runs it in inference mode.
+Losses are divided by the number of replicas, so gradients summed by `tf.distribute`
+equal the single-device gradient of the global batch mean.
+"""
+import keras
+import tensorflow as tf
+
+from atcon_tf import model_import
+from atcon_tf import tapped_model
+from atcon_tf.losses import consistency
+
+SCHEDULES = ("supervised", "atcon", "alternating", "combining")
+
+
+def supervised_loss(labels, logits, multi_label):
+  """Per-example cross-entropy on logits; sparse or one-hot labels for single-label heads."""
+  if multi_label:
+    labels = tf.cast(labels, logits.dtype)
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels, logits), axis=-1)
+  if labels.shape.rank == logits.shape.rank:
+    return tf.nn.softmax_cross_entropy_with_logits(tf.cast(labels, logits.dtype), logits)
+  labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+  return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+
+
+@keras.saving.register_keras_serializable(package="atcon_tf")
+class ATCONModel(keras.Model):
+  """Fine-tunes `classifier` so its Grad-CAM and guided-backprop attention agree."""
+
+  def __init__(self, classifier, target_layer=None, schedule="atcon", alpha=1.0,
+               multi_label=False, attention="gb_mask", similarity="pearson",
+               mask_intensity=8.0, **kwargs):
+    super().__init__(**kwargs)
+    if schedule not in SCHEDULES:
+      raise ValueError(f"Unknown schedule {schedule!r}; choose one of {list(SCHEDULES)}.")
+    self.classifier = model_import.load_classifier(classifier)
+    self.tapped = tapped_model.TappedModel(self.classifier, target_layer)
+    self.schedule = schedule
+    self.alpha = float(alpha)
+    self.multi_label = bool(multi_label)
+    self.consistency_config = consistency.ConsistencyConfig(
+        attention=attention, similarity=similarity, mask_intensity=mask_intensity)
+    self.loss_tracker = keras.metrics.Mean(name="loss")
+    self.supervised_loss_tracker = keras.metrics.Mean(name="supervised_loss")
+    self.consistency_tracker = keras.metrics.Mean(name="consistency_loss")
+    self.mask_mean_tracker = keras.metrics.Mean(name="mask_mean")
+    self.mask_spread_tracker = keras.metrics.Mean(name="mask_logit_std")
+
+  # --- Keras plumbing -------------------------------------------------------------
+  def call(self, inputs, training=False):
+    return self.classifier(inputs, training=training)
+
+  def build(self, input_shape):
+    if not self.classifier.built:
+      self.classifier.build(input_shape)
+    self.built = True
+
+  @property
+  def metrics(self):
+    own = [self.loss_tracker, self.supervised_loss_tracker, self.consistency_tracker,
+           self.mask_mean_tracker, self.mask_spread_tracker]
+    if self.compiled and self._compile_metrics is not None:
+      own.append(self._compile_metrics)
+    return own
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        "classifier": keras.saving.serialize_keras_object(self.classifier),
+        "target_layer": self.tapped.target_layer_path,
+        "schedule": self.schedule,
+        "alpha": self.alpha,
+        "multi_label": self.multi_label,
+        "attention": self.consistency_config.attention,
+        "similarity": self.consistency_config.similarity,
+        "mask_intensity": self.consistency_config.mask_intensity,
+    })
+    return config
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
+    return cls(**config)
+
+  # --- losses ---------------------------------------------------------------------
+  def _replicas(self):
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+  def probabilities(self, logits):
+    return tf.sigmoid(logits) if self.multi_label else tf.nn.softmax(logits, axis=-1)
+
+  def _supervised(self, x, y, training):
+    logits = self.tapped.logits(x, training=training)
+    return tf.reduce_mean(supervised_loss(y, logits, self.multi_label)), logits
+
+  def _consistency(self, x):
+    result = consistency.consistency_per_image(self.tapped, x, self.consistency_config)
+    return tf.reduce_mean(result.costs), result
+
+  def _track_mask(self, result, weight=1.0):
+    if result.mask is not None:
+      self.mask_mean_tracker.update_state(tf.reduce_mean(result.mask), sample_weight=weight)
+      spread = tf.math.reduce_std(result.mask_logits, axis=[1, 2])
+      self.mask_spread_tracker.update_state(tf.reduce_mean(spread), sample_weight=weight)
+
+  def _gradients(self, loss_fn):
+    with tf.GradientTape() as tape:
+      outputs = loss_fn()
+      scaled = outputs[0] / tf.cast(self._replicas(), outputs[0].dtype)
+    grads = tape.gradient(scaled, self.trainable_variables)
+    grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, self.trainable_variables)]
+    return grads, outputs
+
+  def _update_metrics(self, x, y, logits, weight=None):
+    if y is not None and self._compile_metrics is not None:
+      sample_weight = None if weight is None else tf.fill(tf.shape(logits)[:1], weight)
+      self._compile_metrics.update_state(y, self.probabilities(logits), sample_weight)
+
+  # --- steps ----------------------------------------------------------------------
+  def train_step(self, data):
+    schedule = self.schedule
+    if schedule == "supervised":
+      x, y = _unpack_labelled(data)
+      grads, (loss, logits) = self._gradients(lambda: self._supervised(x, y, True))
+      self.supervised_loss_tracker.update_state(loss)
+      self._update_metrics(x, y, logits)
+    elif schedule == "atcon":
+      x, _ = _unpack_unlabelled(data)
+      grads, (loss, result) = self._gradients(lambda: self._consistency(x))
+      self.consistency_tracker.update_state(loss)
+      self._track_mask(result)
+    elif schedule == "combining":
+      x, y, x_unlabelled = data["image"], data["label"], data["unlabeled_image"]
+
+      def combined():
+        sup, logits = self._supervised(x, y, True)
+        cons, result = self._consistency(x_unlabelled)
+        return sup + self.alpha * cons, sup, cons, logits, result
+
+      grads, (loss, sup, cons, logits, result) = self._gradients(combined)
+      self.supervised_loss_tracker.update_state(sup)
+      self.consistency_tracker.update_state(cons)
+      self._track_mask(result)
+      self._update_metrics(x, y, logits)
+    else:  # alternating
+      x, y = data["image"], data["label"]
+      labelled = tf.reshape(tf.cast(data["is_labeled"], tf.bool), [-1])[0]
+
+      def supervised_branch():
+        grads, (loss, _) = self._gradients(lambda: self._supervised(x, y, True))
+        return grads + [loss]
+
+      def consistency_branch():
+        grads, (loss, _) = self._gradients(lambda: self._consistency(x))
+        return grads + [loss]
+
+      outputs = tf.cond(labelled, supervised_branch, consistency_branch)
+      grads, loss = outputs[:-1], outputs[-1]
+      weight = tf.cast(labelled, loss.dtype)
+      self.supervised_loss_tracker.update_state(loss, sample_weight=weight)
+      self.consistency_tracker.update_state(loss, sample_weight=1.0 - weight)
+    self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+    self.loss_tracker.update_state(loss)
+    return self.get_metrics_result()
+
+  def test_step(self, data):
+    """Inference-mode supervised loss and metrics (if labelled) and the consistency loss."""
+    if isinstance(data, dict):
+      x, y = data["image"], data.get("label")
+    else:
+      x, y = _unpack_unlabelled(data)
+    cons, result = self._consistency(x)
+    self.consistency_tracker.update_state(cons)
+    self._track_mask(result)
+    loss = cons
+    if y is not None:
+      sup = tf.reduce_mean(supervised_loss(y, result.logits, self.multi_label))
+      self.supervised_loss_tracker.update_state(sup)
+      self._update_metrics(x, y, result.logits)
+      loss = sup if self.schedule == "supervised" else (
+          sup + self.alpha * cons if self.schedule == "combining" else cons)
+    self.loss_tracker.update_state(loss)
+    return self.get_metrics_result()
+
+  def predict_step(self, data):
+    x, _ = _unpack_unlabelled(data)
+    return self.probabilities(self.tapped.logits(x))
+
+
+def _unpack_labelled(data):
+  if isinstance(data, dict):
+    return data["image"], data["label"]
+  if isinstance(data, (tuple, list)) and len(data) >= 2:
+    return data[0], data[1]
+  raise ValueError("The supervised schedule needs (images, labels) batches.")
+
+
+def _unpack_unlabelled(data):
+  if isinstance(data, dict):
+    return data["image"], data.get("label")
+  if isinstance(data, (tuple, list)):
+    return data[0], (data[1] if len(data) > 1 else None)
+  return data, None

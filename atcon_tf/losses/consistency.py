@@ -1,0 +1,102 @@
+"""The ATCON attention-consistency loss (method.md §1) and the authors' ablation variants.
+
+Attention variants (`attention=`), authors' `resolutionMatch` / `attentionMethod` in brackets:
+- `gb_mask` (default, mode 2): Grad-CAM(x) vs Grad-CAM(x * M), M a soft mask of the
+  guided-backprop magnitude G of x. Gradients flow through both CAMs and through M (2nd order).
+- `gb_map` (mode 0): Grad-CAM upsampled to the input (bilinear, align_corners) vs G.
+- `gb_pooled` (mode 1): Grad-CAM vs G average-pooled to the CAM size (by the real ratio).
+- `cam_mask` (mode 3): G(x) vs G(x * M_cam), M_cam a soft mask of the upsampled Grad-CAM.
+- `smoothgrad` (mode 4): upsampled Grad-CAM vs SmoothGrad magnitude.
+- `ig_mask` (attentionMethod 2): like `gb_mask` with Integrated Gradients instead of GB.
+Every map is computed in inference mode for the top-1 class of x (no gradient through it).
+"""
+import collections
+
+import tensorflow as tf
+
+from atcon_tf.losses import similarity as similarity_lib
+from atcon_tf.maps import processing
+from atcon_tf.maps.gradcam import gradcam
+from atcon_tf.maps.guided_backprop import guided_backprop
+from atcon_tf.maps.integrated_gradients import integrated_gradients
+from atcon_tf.maps.smoothgrad import smoothgrad
+
+ATTENTIONS = ("gb_mask", "gb_map", "gb_pooled", "cam_mask", "smoothgrad", "ig_mask")
+
+ConsistencyResult = collections.namedtuple(
+    "ConsistencyResult", ["costs", "logits", "class_ids", "maps1", "maps2", "mask", "mask_logits"])
+
+
+class ConsistencyConfig(collections.namedtuple(
+    "ConsistencyConfig",
+    ["attention", "similarity", "mask_intensity", "cam_mask_intensity", "ig_steps",
+     "smoothgrad_samples", "smoothgrad_noise"])):
+  """Hyperparameters of the loss; defaults are the authors' (method.md §3)."""
+
+  def __new__(cls, attention="gb_mask", similarity="pearson", mask_intensity=8.0,
+              cam_mask_intensity=32.0, ig_steps=5, smoothgrad_samples=25, smoothgrad_noise=0.15):
+    if attention not in ATTENTIONS:
+      raise ValueError(f"Unknown attention variant {attention!r}; choose one of {list(ATTENTIONS)}.")
+    similarity_lib.get_similarity(similarity)
+    return super().__new__(cls, attention, similarity, float(mask_intensity),
+                           float(cam_mask_intensity), int(ig_steps), int(smoothgrad_samples),
+                           float(smoothgrad_noise))
+
+
+def _input_size(x):
+  return tf.shape(x)[1:3]
+
+
+def _masked(x, mask):
+  return x * mask[..., None]
+
+
+def consistency_per_image(tapped, x, config=None, **overrides):
+  """ATCON costs per example (B,) plus the maps that were compared.
+
+  `config` is a ConsistencyConfig; keyword overrides build one. The loss is
+  `mean(costs)`, in [-1, 1] for Pearson.
+  """
+  if config is None:
+    config = ConsistencyConfig(**overrides)
+  elif overrides:
+    config = config._replace(**overrides)
+  x = tf.convert_to_tensor(x)
+  first = gradcam(tapped, x, relu=False)
+  classes = first.class_ids
+  cam = first.cam
+  mask = mask_logits = None
+
+  if config.attention in ("gb_mask", "ig_mask"):
+    if config.attention == "gb_mask":
+      attributions = guided_backprop(tapped, x, classes)
+    else:
+      attributions = integrated_gradients(tapped, x, classes, steps=config.ig_steps)
+    saliency = processing.channel_magnitude(attributions)
+    mask, mask_logits = processing.soft_mask(saliency, config.mask_intensity)
+    maps1, maps2 = cam, gradcam(tapped, _masked(x, mask), classes, relu=False).cam
+  elif config.attention == "gb_map":
+    saliency = processing.channel_magnitude(guided_backprop(tapped, x, classes))
+    maps1, maps2 = processing.resize_align_corners(cam, _input_size(x)), saliency
+  elif config.attention == "gb_pooled":
+    saliency = processing.channel_magnitude(guided_backprop(tapped, x, classes))
+    pooled = processing.average_pool_to(saliency, cam.shape[1:3])
+    maps1, maps2 = cam, pooled
+  elif config.attention == "cam_mask":
+    upsampled = processing.resize_align_corners(cam, _input_size(x))
+    mask, mask_logits = processing.soft_mask(upsampled, config.cam_mask_intensity)
+    maps1 = processing.channel_magnitude(guided_backprop(tapped, x, classes))
+    maps2 = processing.channel_magnitude(guided_backprop(tapped, _masked(x, mask), classes))
+  else:  # smoothgrad
+    smooth = smoothgrad(tapped, x, classes, samples=config.smoothgrad_samples,
+                               noise_level=config.smoothgrad_noise)
+    maps1 = processing.resize_align_corners(cam, _input_size(x))
+    maps2 = processing.channel_magnitude(smooth)
+
+  costs = similarity_lib.get_similarity(config.similarity)(maps1, maps2)
+  return ConsistencyResult(costs, first.logits, classes, maps1, maps2, mask, mask_logits)
+
+
+def consistency_loss(tapped, x, config=None, **overrides):
+  """The ATCON loss: mean over the batch of the per-image costs."""
+  return tf.reduce_mean(consistency_per_image(tapped, x, config, **overrides).costs)

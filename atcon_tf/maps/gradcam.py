@@ -1,0 +1,35 @@
+"""Grad-CAM (Selvaraju et al. 2017), batched and differentiable.
+
+alpha_k = mean_{u,v} dz_c/dA_k[u,v];  cam = sum_k alpha_k A_k  (optionally ReLU'd).
+The ATCON loss uses the map without the ReLU, as the authors' code does. The inner
+tape's gradient is recorded by any outer tape, so the map is trainable.
+"""
+import collections
+
+import tensorflow as tf
+
+from atcon_tf.maps import targets
+
+GradCamResult = collections.namedtuple("GradCamResult", ["cam", "logits", "class_ids"])
+
+
+def gradcam(tapped, x, class_ids=None, relu=True):
+  """Grad-CAM at the tapped layer's resolution: cam (B, h, w), logits, class_ids.
+
+  Examples are independent in inference mode, so one gradient of the summed target
+  logits gives every example's own dz_c/dA.
+  """
+  x = tf.convert_to_tensor(x)
+  with tf.GradientTape() as tape:
+    features, logits = tapped.features_and_logits(x, tape=tape)
+    class_ids = targets.resolve_classes(logits, class_ids)
+    target = tf.reduce_sum(targets.target_logits(logits, class_ids))
+  grads = tape.gradient(target, features)
+  if grads is None:
+    raise ValueError(
+        f"The logits do not depend on layer {tapped.target_layer_path!r}: choose another target layer.")
+  weights = tf.reduce_mean(grads, axis=[1, 2])
+  cam = tf.einsum("bhwk,bk->bhw", features, weights)
+  if relu:
+    cam = tf.nn.relu(cam)
+  return GradCamResult(cam, logits, class_ids)

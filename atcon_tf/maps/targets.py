@@ -1,0 +1,25 @@
+"""Which class a map explains: the top-1 prediction by default, or one given per example."""
+import tensorflow as tf
+
+
+def top1_classes(logits):
+  """Top-1 class per example; no gradient flows through the choice."""
+  return tf.argmax(tf.stop_gradient(logits), axis=-1, output_type=tf.int32)
+
+
+def resolve_classes(logits, class_ids=None):
+  """`class_ids` as an int32 (B,) tensor, or the top-1 classes when it is None."""
+  if class_ids is None:
+    return top1_classes(logits)
+  return as_class_ids(class_ids, tf.shape(logits)[0])
+
+
+def as_class_ids(class_ids, batch_size):
+  """A scalar or (B,) class index as an int32 (B,) tensor."""
+  class_ids = tf.cast(tf.convert_to_tensor(class_ids), tf.int32)
+  return tf.broadcast_to(class_ids, [batch_size])
+
+
+def target_logits(logits, class_ids):
+  """z[i, c_i] for each example i."""
+  return tf.gather(logits, class_ids, axis=-1, batch_dims=1)
