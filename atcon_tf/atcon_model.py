@@ -22,6 +22,7 @@ SCHEDULES = ("supervised", "atcon", "alternating", "combining")
 
 def supervised_loss(labels, logits, multi_label):
   """Per-example cross-entropy on logits; sparse or one-hot labels for single-label heads."""
+  labels = tf.convert_to_tensor(labels)
   if multi_label:
     labels = tf.cast(labels, logits.dtype)
     return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels, logits), axis=-1)
@@ -156,18 +157,19 @@ class ATCONModel(keras.Model):
       labelled = tf.reshape(tf.cast(data["is_labeled"], tf.bool), [-1])[0]
 
       def supervised_branch():
-        grads, (loss, _) = self._gradients(lambda: self._supervised(x, y, True))
-        return grads + [loss]
+        grads, (loss, logits) = self._gradients(lambda: self._supervised(x, y, True))
+        return grads + [loss, logits]
 
       def consistency_branch():
-        grads, (loss, _) = self._gradients(lambda: self._consistency(x))
-        return grads + [loss]
+        grads, (loss, result) = self._gradients(lambda: self._consistency(x))
+        return grads + [loss, result.logits]
 
       outputs = tf.cond(labelled, supervised_branch, consistency_branch)
-      grads, loss = outputs[:-1], outputs[-1]
+      grads, loss, logits = outputs[:-2], outputs[-2], outputs[-1]
       weight = tf.cast(labelled, loss.dtype)
       self.supervised_loss_tracker.update_state(loss, sample_weight=weight)
       self.consistency_tracker.update_state(loss, sample_weight=1.0 - weight)
+      self._update_metrics(x, y, logits, weight=weight)
     self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
     self.loss_tracker.update_state(loss)
     return self.get_metrics_result()
