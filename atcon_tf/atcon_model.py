@@ -57,6 +57,8 @@ class ATCONModel(keras.Model):
 
   # --- Keras plumbing -------------------------------------------------------------
   def call(self, inputs, training=False):
+    if isinstance(inputs, dict):  # Keras may build the model on a schedule's dict batch.
+      inputs = inputs["image"]
     return self.classifier(inputs, training=training)
 
   def build(self, input_shape):
@@ -91,6 +93,35 @@ class ATCONModel(keras.Model):
     config = dict(config)
     config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
     return cls(**config)
+
+  def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    """Builds metrics from one replica's batch instead of an all-reduced one.
+
+    Keras all-reduces a whole data batch only to learn its shapes; under
+    MultiWorkerMirroredStrategy that eager reduction fails on PerReplica inputs.
+    """
+    strategy = self._distribute_strategy
+    if strategy is None or iterator is None:
+      return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+    for _, _, it in iterator:
+      batch = next(it)
+      data_batch = tf.nest.map_structure(
+          lambda v: strategy.experimental_local_results(v)[0]
+          if isinstance(v, tf.distribute.DistributedValues) else v, batch)
+      break
+    with strategy.scope():
+      self._symbolic_build(data_batch=data_batch)
+
+  def _step_logs(self):
+    """Metric results; rank-1 under multi-worker strategies.
+
+    Keras reduces step outputs across workers with `reduce(MEAN, v, axis=0)`, which
+    rejects the scalars every train_step returns; a shape-[1] value reduces to a scalar.
+    """
+    logs = self.get_metrics_result()
+    if isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+      logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+    return logs
 
   # --- losses ---------------------------------------------------------------------
   def _replicas(self):
@@ -172,7 +203,7 @@ class ATCONModel(keras.Model):
       self._update_metrics(x, y, logits, weight=weight)
     self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
     self.loss_tracker.update_state(loss)
-    return self.get_metrics_result()
+    return self._step_logs()
 
   def test_step(self, data):
     """Inference-mode supervised loss and metrics (if labelled) and the consistency loss."""
@@ -191,7 +222,7 @@ class ATCONModel(keras.Model):
       loss = sup if self.schedule == "supervised" else (
           sup + self.alpha * cons if self.schedule == "combining" else cons)
     self.loss_tracker.update_state(loss)
-    return self.get_metrics_result()
+    return self._step_logs()
 
   def predict_step(self, data):
     x, _ = _unpack_unlabelled(data)
