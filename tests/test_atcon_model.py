@@ -154,3 +154,8 @@ def test_bad_arguments_are_named():
     atcon_tf.ATCONModel(testing.tiny_cnn(), schedule="semi")
   with pytest.raises(ValueError, match="Unknown attention"):
     atcon_tf.ATCONModel(testing.tiny_cnn(), attention="lime")
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", __file__]))

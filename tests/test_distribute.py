@@ -71,3 +71,8 @@ def test_multi_worker_two_processes_end_with_identical_weights(tmp_path):
   _assert_same_weights(results[0], results[1], rtol=0, atol=0)
   single = _run("single", "atcon")
   _assert_same_weights(single, results[0])
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", __file__]))

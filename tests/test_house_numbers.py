@@ -120,3 +120,8 @@ def test_tfds_builder_prepares_and_loads_offline(tmp_path):
             np.testing.assert_allclose(ex["objects"]["bbox"], ref["bbox"], atol=1e-6)
             np.testing.assert_array_equal(ex["objects"]["label"], ref["labels"])
             np.testing.assert_array_equal(ex["label"], ref["label"])
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", __file__]))

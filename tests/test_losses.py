@@ -208,3 +208,8 @@ def test_similarity_hand_values():
     similarity.get_similarity("cosine")
   with pytest.raises(ValueError, match="Unknown attention"):
     losses.ConsistencyConfig(attention="gradcam++")
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", __file__]))

@@ -185,3 +185,8 @@ def test_processing_hand_values():
   np.testing.assert_allclose(pooled, [[2.5, 4.5], [10.5, 12.5]])
   with pytest.raises(ValueError, match="integer multiple"):
     processing.average_pool_to(tf.zeros([1, 5, 5]), (2, 2))
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", __file__]))

@@ -172,3 +172,8 @@ def test_energy_pointing_game_by_hand():
     assert loc.energy_pointing_game(s, [[0, 2, 2, 4]], image_size=4) == pytest.approx(0.75)
     assert loc.energy_pointing_game(-np.ones((2, 2)), [[0, 0, 2, 2]]) == 0.0
     np.testing.assert_allclose(loc.energy_pointing_game_batch([s, s], [[[0, 1, 1, 2]], [[1, 0, 2, 2]]]), [0.75, 0])
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", __file__]))

@@ -92,3 +92,8 @@ def test_explicit_target_layer_and_errors(tmp_path):
     atcon_tf.load_classifier(str(tmp_path / "weights.txt"))
   with pytest.raises(TypeError, match="keras.Model or a path"):
     atcon_tf.load_classifier(42)
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", __file__]))
