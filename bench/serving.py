@@ -1,0 +1,189 @@
+"""Serving benchmark: `predict` vs `serving_default` (maps), in-process vs gRPC, batch 1 and 32.
+
+  python bench/serving.py [--iterations=30 --rounds=5 --image_size=32 --out=bench.md]
+
+Exports `atcon_tf.testing.small_resnet(image_size)` (float32 input, scale_0_1) to a temporary
+folder, then measures
+- in-process: the loaded SavedModel's signature called from Python (outputs fetched as NumPy);
+- gRPC: `serving.client.ServingClient.predict` against `python -m serving.server` on loopback
+  (request encoding, validation, the same signature, response decoding).
+Configurations are measured in interleaved rounds, so load from other processes on the
+machine spreads over all of them. Prints a markdown table and the ratios against the targets:
+maps <= 4x predict-only at batch 32; gRPC <= 1.25x in-process at batch 32 with maps.
+"""
+import os
+import select
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+
+import numpy as np  # noqa: E402
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+MODEL = "bench"
+SIGNATURES = ("predict", "serving_default")
+BATCHES = (1, 32)
+TARGET_MAPS = 4.0
+TARGET_GRPC = 1.25
+
+
+def define_flags():
+  flags.DEFINE_integer("iterations", 30, "Timed calls per configuration and round.")
+  flags.DEFINE_integer("rounds", 5, "Interleaved rounds over all configurations.")
+  flags.DEFINE_integer("warmup", 5, "Untimed calls per configuration before timing.")
+  flags.DEFINE_integer("image_size", 32, "Input size of small_resnet.")
+  flags.DEFINE_integer("server_threads", 8, "gRPC worker threads of the local server.")
+  flags.DEFINE_string("out", None, "Also write the markdown report to this file.")
+
+
+def _start_server(base_path, threads):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+  process = subprocess.Popen(
+      [sys.executable, "-m", "serving.server", f"--model_base_path={base_path}",
+       f"--model_name={MODEL}", "--port=0", f"--threads={threads}"],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  deadline = time.monotonic() + 300
+  while time.monotonic() < deadline:
+    ready, _, _ = select.select([process.stdout], [], [], 1.0)
+    if ready:
+      line = process.stdout.readline()
+      if line.startswith("Serving "):
+        return process, line.split(" on ", 1)[1].split()[0]
+      if not line:
+        break
+    if process.poll() is not None:
+      break
+  process.kill()
+  raise RuntimeError("The local server did not start.")
+
+
+def _percentiles(samples):
+  ms = np.asarray(samples) * 1e3
+  return float(np.percentile(ms, 50)), float(np.percentile(ms, 90)), float(np.mean(ms))
+
+
+def run_benchmark(iterations, rounds, warmup, image_size, server_threads):
+  import tensorflow as tf
+
+  from atcon_tf.testing import small_resnet
+  from serving.client import ServingClient
+  from serving.export import export_model
+
+  workdir = tempfile.mkdtemp(prefix="bench-serving-")
+  path = export_model(small_resnet(image_size), workdir, MODEL, warmup=True)
+  loaded = tf.saved_model.load(path)
+  process, target = _start_server(os.path.dirname(path), server_threads)
+  client = ServingClient(target, timeout=120, max_message_mb=256)
+  client.wait_until_available(MODEL)
+  rng = np.random.default_rng(0)
+  inputs = {b: rng.integers(0, 256, size=(b, image_size, image_size, 3)).astype(np.float32)
+            for b in BATCHES}
+
+  def in_process(signature, batch):
+    function = loaded.signatures[signature]
+    x = inputs[batch]
+
+    def call():
+      outputs = function(images=tf.constant(x))
+      return {k: v.numpy() for k, v in outputs.items()}
+
+    return call
+
+  def grpc_call(signature, batch):
+    x = inputs[batch]
+    return lambda: client.predict(x, MODEL, signature=signature)
+
+  configs = [(mode, signature, batch) for mode in ("in-process", "gRPC")
+             for signature in SIGNATURES for batch in BATCHES]
+  calls = {c: (in_process if c[0] == "in-process" else grpc_call)(c[1], c[2]) for c in configs}
+  # Same results both ways (sanity), then warm every path.
+  for signature in SIGNATURES:
+    a, b = calls[("in-process", signature, 32)](), calls[("gRPC", signature, 32)]()
+    for key in a:
+      np.testing.assert_allclose(a[key], b[key], atol=1e-5)
+  for config in configs:
+    for _ in range(warmup):
+      calls[config]()
+  samples = {c: [] for c in configs}
+  try:
+    for _ in range(rounds):
+      for config in configs:
+        call = calls[config]
+        for _ in range(iterations):
+          start = time.perf_counter()
+          call()
+          samples[config].append(time.perf_counter() - start)
+  finally:
+    client.close()
+    process.terminate()
+    process.wait(timeout=30)
+  return samples
+
+
+def report(samples, image_size):
+  import platform
+
+  import tensorflow as tf
+
+  stats = {c: _percentiles(s) for c, s in samples.items()}
+  lines = [f"small_resnet({image_size}) on {os.cpu_count()} CPU cores, TF {tf.__version__}, "
+           f"Python {platform.python_version()}; {len(next(iter(samples.values())))} calls per "
+           "configuration.", "",
+           "| path | signature | batch | p50 ms | p90 ms | images/s |",
+           "|---|---|---:|---:|---:|---:|"]
+  for (mode, signature, batch), (p50, p90, mean) in stats.items():
+    lines.append(f"| {mode} | {signature} | {batch} | {p50:.2f} | {p90:.2f} | "
+                 f"{batch / (mean / 1e3):.0f} |")
+  lines += ["", "| ratio (p50) | batch 1 | batch 32 | target (batch 32) | met |",
+            "|---|---:|---:|---:|---|"]
+
+  def ratio(a, b, batch):
+    return stats[a[:2] + (batch,)][0] / stats[b[:2] + (batch,)][0]
+
+  rows = [
+      ("maps / predict, in-process", ("in-process", "serving_default"), ("in-process", "predict"),
+       TARGET_MAPS),
+      ("maps / predict, gRPC", ("gRPC", "serving_default"), ("gRPC", "predict"), TARGET_MAPS),
+      ("gRPC / in-process, maps", ("gRPC", "serving_default"), ("in-process", "serving_default"),
+       TARGET_GRPC),
+      ("gRPC / in-process, predict", ("gRPC", "predict"), ("in-process", "predict"), None),
+  ]
+  met_all = True
+  for name, a, b, target in rows:
+    r1, r32 = ratio(a, b, 1), ratio(a, b, 32)
+    if target is None:
+      lines.append(f"| {name} | {r1:.2f}x | {r32:.2f}x | - | - |")
+      continue
+    met = r32 <= target
+    met_all &= met
+    lines.append(f"| {name} | {r1:.2f}x | {r32:.2f}x | <= {target}x | "
+                 f"{'yes' if met else 'NO'} |")
+  return "\n".join(lines), met_all
+
+
+def main(argv):
+  del argv
+  from absl import logging as absl_logging
+
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  f = flags.FLAGS
+  samples = run_benchmark(f.iterations, f.rounds, f.warmup, f.image_size, f.server_threads)
+  text, met = report(samples, f.image_size)
+  print(text)
+  if f.out:
+    with open(f.out, "w") as fh:
+      fh.write(text + "\n")
+  return 0 if met else 1
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

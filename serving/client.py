@@ -1,0 +1,455 @@
+"""gRPC client for TF Serving (and the local `serving.server`): predictions with attention maps.
+
+Library:
+  from serving.client import ServingClient
+  with ServingClient("127.0.0.1:8500", timeout=30, max_message_mb=64) as client:
+    result = client.predict(["cat.png"], model="atcon")     # encoded files -> predict_bytes
+    result = client.predict(images, model="atcon")           # (B, H, W, 3) -> serving_default
+    result["probabilities"], result["gradcam"], result.version
+    client.metadata("atcon"); client.status("atcon")
+CLI:
+  python -m serving.client --server=127.0.0.1:8500 --model=atcon --out_dir=overlays a.png b.jpg
+prints the top classes of each image and writes Grad-CAM / guided-backprop overlays.
+
+Every gRPC failure is raised as `ServingError` (status code, details, the call, a hint).
+"""
+import collections.abc
+import os
+import sys
+import time
+
+import grpc
+import numpy as np
+from google.protobuf import wrappers_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2
+from tensorflow_serving.apis import get_model_status_pb2
+from tensorflow_serving.apis import model_pb2
+from tensorflow_serving.apis import model_service_pb2_grpc
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from serving import tensors
+
+IMAGES_KEY = "images"
+BYTES_KEY = "images_bytes"
+CLASS_IDS_KEY = "class_ids"
+_STATE_NAMES = dict(get_model_status_pb2.ModelVersionStatus.State.items())
+_STATE_NAMES = {v: k for k, v in _STATE_NAMES.items()}
+
+_HINTS = {
+    grpc.StatusCode.UNAVAILABLE: "is a model server running and listening at {target}?",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "no answer within timeout={timeout}s; raise the timeout, or "
+                                       "send smaller batches",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "a message exceeded the size limit (client "
+                                        "max_message_mb={max_message_mb}); raise it or send "
+                                        "smaller batches",
+    grpc.StatusCode.NOT_FOUND: "check the model name and version (client.status(model) lists "
+                               "the loaded versions)",
+    grpc.StatusCode.FAILED_PRECONDITION: "check the signature name (client.metadata(model) "
+                                         "lists the signatures)",
+}
+
+
+class ServingError(Exception):
+  """A failed call to the model server: `.code` (grpc.StatusCode) and `.details` (its message)."""
+
+  def __init__(self, code, details, call, target, hint=None):
+    self.code = code
+    self.details = details or ""
+    self.call = call
+    self.target = target
+    message = f"{call} on {target} failed: {code.name}: {self.details}"
+    if hint:
+      message += f" (hint: {hint})"
+    super().__init__(message)
+
+
+class Prediction(collections.abc.Mapping):
+  """Outputs of one Predict call (a read-only dict of NumPy arrays) and which model answered."""
+
+  def __init__(self, outputs, model, version, signature):
+    self.outputs = outputs
+    self.model = model
+    self.version = version
+    self.signature = signature
+
+  def __getitem__(self, key):
+    return self.outputs[key]
+
+  def __iter__(self):
+    return iter(self.outputs)
+
+  def __len__(self):
+    return len(self.outputs)
+
+  def __repr__(self):
+    shapes = ", ".join(f"{k}: {v.dtype}{list(v.shape)}" for k, v in sorted(self.outputs.items()))
+    return f"Prediction(model={self.model!r}, version={self.version}, " \
+           f"signature={self.signature!r}, {{{shapes}}})"
+
+
+def _is_encoded_input(images):
+  if isinstance(images, (str, bytes, os.PathLike)):
+    return True
+  if isinstance(images, (list, tuple)) and images:
+    return all(isinstance(i, (str, bytes, bytearray, os.PathLike)) for i in images)
+  return False
+
+
+def read_encoded(images):
+  """Paths and/or encoded bytes -> list of bytes (FileNotFoundError names the missing file)."""
+  if isinstance(images, (str, bytes, os.PathLike)):
+    images = [images]
+  encoded = []
+  for item in images:
+    if isinstance(item, (bytes, bytearray)):
+      encoded.append(bytes(item))
+      continue
+    path = os.fspath(item)
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"No image file at {path!r}.")
+    with open(path, "rb") as f:
+      encoded.append(f.read())
+  return encoded
+
+
+class ServingClient:
+  """Client of TF Serving's PredictionService and ModelService over one gRPC channel."""
+
+  def __init__(self, target="127.0.0.1:8500", timeout=30.0, max_message_mb=64,
+               credentials=None):
+    self.target = target
+    self.timeout = float(timeout)
+    self.max_message_mb = max_message_mb
+    limit = int(max_message_mb * 1024 * 1024)
+    options = [("grpc.max_send_message_length", limit),
+               ("grpc.max_receive_message_length", limit)]
+    if credentials is None:
+      self._channel = grpc.insecure_channel(target, options=options)
+    else:
+      self._channel = grpc.secure_channel(target, credentials, options=options)
+    self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+    self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+    self._signature_cache = {}
+
+  def close(self):
+    self._channel.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+  # --- plumbing -------------------------------------------------------------------------
+  def _call(self, method, request, call):
+    try:
+      return method(request, timeout=self.timeout)
+    except grpc.RpcError as e:
+      code = e.code() if callable(getattr(e, "code", None)) else grpc.StatusCode.UNKNOWN
+      details = e.details() if callable(getattr(e, "details", None)) else str(e)
+      hint = _HINTS.get(code)
+      if hint:
+        hint = hint.format(target=self.target, timeout=self.timeout,
+                           max_message_mb=self.max_message_mb)
+      raise ServingError(code, details, call, self.target, hint) from None
+
+  @staticmethod
+  def model_spec(model, version=None, signature=None, version_label=None):
+    if not model:
+      raise ValueError("A model name is required.")
+    spec = model_pb2.ModelSpec(name=model)
+    if version is not None and version_label is not None:
+      raise ValueError("Pass a version or a version_label, not both.")
+    if version is not None:
+      spec.version.CopyFrom(wrappers_pb2.Int64Value(value=int(version)))
+    if version_label is not None:
+      spec.version_label = version_label
+    if signature:
+      spec.signature_name = signature
+    return spec
+
+  # --- API ------------------------------------------------------------------------------
+  def metadata(self, model, version=None, version_label=None):
+    """{'model', 'version', 'signatures': {name: {'method', 'inputs', 'outputs'}}}.
+
+    inputs/outputs map each alias to {'dtype': 'float32', 'shape': [None, 32, 32, 3]}.
+    Internal signatures (names starting with '__') are left out.
+    """
+    request = get_model_metadata_pb2.GetModelMetadataRequest(
+        model_spec=self.model_spec(model, version, version_label=version_label),
+        metadata_field=["signature_def"])
+    response = self._call(self._predictions.GetModelMetadata, request,
+                          f"GetModelMetadata(model={model!r})")
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata["signature_def"].Unpack(signature_map)
+
+    def describe(infos):
+      out = {}
+      for alias, info in sorted(infos.items()):
+        shape = None if info.tensor_shape.unknown_rank else [
+            None if d.size < 0 else int(d.size) for d in info.tensor_shape.dim]
+        out[alias] = {"dtype": tensors.dtype_name(info.dtype), "shape": shape}
+      return out
+
+    signatures = {}
+    for key, signature_def in sorted(signature_map.signature_def.items()):
+      if key.startswith("__"):
+        continue
+      signatures[key] = {"method": signature_def.method_name,
+                         "inputs": describe(signature_def.inputs),
+                         "outputs": describe(signature_def.outputs)}
+    return {"model": response.model_spec.name, "version": response.model_spec.version.value,
+            "signatures": signatures}
+
+  def status(self, model, version=None, version_label=None):
+    """[{'version', 'state' ('AVAILABLE', 'LOADING', 'END', ...), 'error_code', 'error_message'}]."""
+    request = get_model_status_pb2.GetModelStatusRequest(
+        model_spec=self.model_spec(model, version, version_label=version_label))
+    response = self._call(self._models.GetModelStatus, request,
+                          f"GetModelStatus(model={model!r})")
+    return [{"version": s.version, "state": _STATE_NAMES.get(s.state, str(s.state)),
+             "error_code": s.status.error_code, "error_message": s.status.error_message}
+            for s in response.model_version_status]
+
+  def wait_until_available(self, model, version=None, timeout=60.0, poll=0.2):
+    """Blocks until `model` (a given version, or any) is AVAILABLE; returns its status."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+      try:
+        statuses = self.status(model, version)
+        available = [s for s in statuses if s["state"] == "AVAILABLE"]
+        if available:
+          return available[0]
+        last = statuses
+      except ServingError as e:
+        if e.code not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE):
+          raise
+        last = e
+      if time.monotonic() > deadline:
+        raise TimeoutError(f"Model {model!r} (version {version}) not available on {self.target} "
+                           f"after {timeout:.0f} s; last answer: {last}")
+      time.sleep(poll)
+
+  def _input_spec(self, model, version, signature):
+    """{'dtype', 'shape'} of the signature's `images` input (None if it has none), cached."""
+    key = (model, version, signature)
+    cached = self._signature_cache.get(key)
+    if cached is not None and time.monotonic() - cached[1] < 60.0:
+      return cached[0]
+    spec = self.metadata(model, version)["signatures"].get(signature, {}).get("inputs", {})
+    spec = spec.get(IMAGES_KEY)
+    self._signature_cache[key] = (spec, time.monotonic())
+    return spec
+
+  def predict_request(self, images, model, signature=None, version=None, output_filter=None,
+                      class_ids=None, version_label=None, input_spec=None):
+    """The PredictRequest that `predict` sends (see there).
+
+    input_spec: {'dtype', 'shape'} of the `images` input (from `metadata`): arrays are cast
+    to that dtype and their shape is checked first (real TF Serving does not check shapes,
+    and a wrong-rank input can abort it in oneDNN).
+    """
+    input_dtype = input_spec.get("dtype") if input_spec else None
+    encoded = _is_encoded_input(images)
+    if encoded:
+      values = read_encoded(images)
+      batch = len(values)
+      key = BYTES_KEY
+      signature = signature or ("explain_class_bytes" if class_ids is not None else "predict_bytes")
+    else:
+      if isinstance(images, (list, tuple)):
+        if not images:
+          raise ValueError("No images to send.")
+        images = np.stack([np.asarray(i) for i in images])
+      values = np.asarray(images)
+      batch = values.shape[0] if values.ndim else 0
+      key = IMAGES_KEY
+      signature = signature or ("explain_class" if class_ids is not None else "serving_default")
+      if input_dtype is None and values.dtype not in (np.float32, np.uint8):
+        input_dtype = "float32"
+      if input_dtype is not None:
+        values = _cast_pixels(values, input_dtype)
+      if input_spec and input_spec.get("shape") is not None:
+        _check_shape(values.shape, input_spec["shape"], signature)
+    request = predict_pb2.PredictRequest(
+        model_spec=self.model_spec(model, version, signature, version_label))
+    request.inputs[key].CopyFrom(tensors.to_tensor_proto(values))
+    if class_ids is not None:
+      ids = np.asarray(class_ids, np.int32).reshape(-1)
+      if ids.size == 1 and batch != 1:
+        ids = np.full(batch, ids[0], np.int32)
+      if ids.size != batch:
+        raise ValueError(f"{ids.size} class_ids for {batch} images: pass one per image "
+                         "(-1 = top-1 class) or a single one for all.")
+      request.inputs[CLASS_IDS_KEY].CopyFrom(tensors.to_tensor_proto(ids))
+    if output_filter:
+      request.output_filter.extend([output_filter] if isinstance(output_filter, str)
+                                   else list(output_filter))
+    return request
+
+  def predict(self, images, model, signature=None, version=None, output_filter=None,
+              class_ids=None, version_label=None):
+    """Runs a signature; returns a `Prediction` (dict of NumPy arrays, + model/version).
+
+    images: a (B, H, W, C) array (or list of HxWxC arrays) of raw pixels, or image file paths /
+      encoded JPEG/PNG bytes (one or a list). Arrays are cast to the signature's input dtype
+      (float32 or uint8, read once from the model's metadata).
+    signature: default 'serving_default' for arrays and 'predict_bytes' for encoded images;
+      with class_ids, 'explain_class' / 'explain_class_bytes'. 'predict' = no maps.
+    class_ids: one class per image (or one for all) to explain; -1 = top-1 class.
+    output_filter: names of the outputs to return (default: all of the signature's).
+    """
+    input_spec = None
+    if not _is_encoded_input(images):
+      default = "explain_class" if class_ids is not None else "serving_default"
+      try:
+        input_spec = self._input_spec(model, version, signature or default)
+      except ServingError:
+        input_spec = None  # Let Predict report the problem with its own status.
+    request = self.predict_request(images, model, signature, version, output_filter, class_ids,
+                                   version_label, input_spec)
+    response = self._call(self._predictions.Predict, request,
+                          f"Predict(model={model!r}, signature={request.model_spec.signature_name!r})")
+    outputs = {alias: tensors.to_numpy(proto) for alias, proto in response.outputs.items()}
+    return Prediction(outputs, response.model_spec.name, response.model_spec.version.value,
+                      response.model_spec.signature_name or request.model_spec.signature_name)
+
+
+def _check_shape(shape, expected, signature):
+  fixed = "[" + ", ".join("?" if d is None else str(d) for d in expected) + "]"
+  if len(shape) != len(expected) or any(
+      want is not None and got != want for got, want in zip(shape, expected)):
+    raise ValueError(f"Images of shape {list(shape)} do not fit signature {signature!r}, which "
+                     f"takes {fixed} (a batch of images: add a batch axis for one image).")
+  if shape and shape[0] == 0:
+    raise ValueError("No images to send (empty batch).")
+
+
+def _cast_pixels(values, dtype):
+  if dtype == "uint8" and values.dtype != np.uint8:
+    if values.size and (values.min() < 0 or values.max() > 255 or
+                        not np.all(np.equal(np.mod(values, 1), 0))):
+      raise ValueError(f"The model takes uint8 raw pixels (0..255); got {values.dtype} values in "
+                       f"[{values.min()}, {values.max()}]. Send integer pixel values.")
+    return values.astype(np.uint8)
+  if dtype == "float32" and values.dtype != np.float32:
+    return values.astype(np.float32)
+  return values
+
+
+# --- overlays -----------------------------------------------------------------------------
+def _jet(values):
+  """Jet colormap of values in [0, 1] -> uint8 RGB (no matplotlib needed)."""
+  v = np.clip(values, 0.0, 1.0)[..., None]
+  r = np.clip(1.5 - np.abs(4.0 * v - 3.0), 0, 1)
+  g = np.clip(1.5 - np.abs(4.0 * v - 2.0), 0, 1)
+  b = np.clip(1.5 - np.abs(4.0 * v - 1.0), 0, 1)
+  return (np.concatenate([r, g, b], axis=-1) * 255).astype(np.uint8)
+
+
+def overlay(image, attention, alpha=0.5, weighted=False):
+  """RGB uint8 image (H, W, 3) + map in [0, 1] (any size) -> RGB uint8 overlay (H, W, 3).
+
+  weighted=True blends each pixel by its map value (sparse maps such as guided backprop
+  keep the image visible where the map is zero).
+  """
+  from PIL import Image
+
+  image = np.asarray(image)
+  if image.ndim == 2:
+    image = np.repeat(image[..., None], 3, axis=-1)
+  height, width = image.shape[:2]
+  resized = Image.fromarray(np.asarray(attention, np.float32), mode="F").resize(
+      (width, height), Image.BILINEAR)
+  values = np.clip(np.asarray(resized), 0.0, 1.0)
+  heat = _jet(values).astype(np.float32)
+  weight = alpha * (values[..., None] if weighted else 1.0)
+  blended = (1.0 - weight) * image[..., :3].astype(np.float32) + weight * heat
+  return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+def write_overlays(image_path, result, index, out_dir):
+  """Writes OUT_DIR/<stem>_gradcam.png and <stem>_guided_backprop.png; returns the paths."""
+  from PIL import Image
+
+  os.makedirs(out_dir, exist_ok=True)
+  with Image.open(image_path) as img:
+    rgb = np.asarray(img.convert("RGB"))
+  stem = os.path.splitext(os.path.basename(image_path))[0]
+  written = []
+  for key, weighted in (("gradcam", False), ("guided_backprop", True)):
+    if key not in result:
+      continue
+    path = os.path.join(out_dir, f"{stem}_{key}.png")
+    Image.fromarray(overlay(rgb, result[key][index], alpha=0.5 if not weighted else 0.9,
+                            weighted=weighted)).save(path)
+    written.append(path)
+  return written
+
+
+def define_flags():
+  from absl import flags
+
+  flags.DEFINE_string("server", "127.0.0.1:8500", "host:port of TF Serving's gRPC API.")
+  flags.DEFINE_string("model", None, "Model name.")
+  flags.DEFINE_integer("version", None, "Model version (default: the latest).")
+  flags.DEFINE_string("signature", None, "Signature (default: predict_bytes, or "
+                      "explain_class_bytes with --class_id).")
+  flags.DEFINE_integer("class_id", None, "Explain this class instead of the top-1.")
+  flags.DEFINE_integer("top_k", 3, "Classes to print per image.")
+  flags.DEFINE_string("labels", None, "Text file with one class name per line.")
+  flags.DEFINE_string("out_dir", ".", "Where to write <image>_gradcam.png and "
+                      "<image>_guided_backprop.png overlays ('' = none).")
+  flags.DEFINE_float("timeout", 30.0, "Seconds per call.")
+  flags.DEFINE_integer("max_message_mb", 64, "Largest message sent or received.")
+  flags.mark_flag_as_required("model")
+
+
+def main(argv):
+  from absl import flags
+
+  f = flags.FLAGS
+  paths = argv[1:]
+  if not paths:
+    raise SystemExit("Pass one or more image files.")
+  labels = None
+  if f.labels:
+    with open(f.labels) as fh:
+      labels = [line.strip() for line in fh if line.strip()]
+  class_ids = None if f.class_id is None else [f.class_id] * len(paths)
+  with ServingClient(f.server, timeout=f.timeout, max_message_mb=f.max_message_mb) as client:
+    try:
+      result = client.predict(paths, f.model, signature=f.signature, version=f.version,
+                              class_ids=class_ids)
+    except (ServingError, FileNotFoundError, ValueError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 1
+  print(f"model {result.model} version {result.version} signature {result.signature}")
+  probabilities = result.get("probabilities")
+  for i, path in enumerate(paths):
+    parts = []
+    if probabilities is not None:
+      order = np.argsort(-probabilities[i])[:f.top_k]
+      for c in order:
+        name = labels[c] if labels and c < len(labels) else str(c)
+        parts.append(f"{name} {probabilities[i, c]:.3f}")
+    line = f"{path}: " + ", ".join(parts)
+    if "class_ids" in result:
+      line += f" | explained class {int(result['class_ids'][i])}"
+    if "consistency" in result:
+      line += f" | consistency {float(result['consistency'][i]):+.3f}"
+    print(line)
+    if f.out_dir:
+      for written in write_overlays(path, result, i, f.out_dir):
+        print(f"  wrote {written}")
+  return 0
+
+
+if __name__ == "__main__":
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  from absl import app
+
+  define_flags()
+  app.run(lambda argv: sys.exit(main(argv)))
