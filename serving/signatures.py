@@ -23,6 +23,7 @@ from atcon_tf import model_import
 from atcon_tf.losses import similarity
 from atcon_tf.maps import processing
 from atcon_tf.maps import targets
+from atcon_tf.maps.gradcam import gradcam
 from atcon_tf.maps.guided_relu import guided_patches
 
 # Raw pixels in [0, 255] (uint8 or float) -> the tensor the classifier was trained on.
@@ -104,29 +105,9 @@ def decode_images(encoded, image_size, channels):
                                                                      tf.float32))
 
 
-def _choose_classes(logits, class_ids):
-  top1 = targets.top1_classes(logits)
-  if class_ids is None:
-    return top1
-  return tf.where(class_ids >= 0, class_ids, top1)
-
-
 def _gradcam_raw(tapped, x, class_ids=None):
-  """Grad-CAM without ReLU at the target layer (as `atcon_tf.maps.gradcam(relu=False)`).
-
-  `class_ids` may hold -1 entries (top-1 of this forward pass). Returns (cam, logits, classes).
-  """
-  with tf.GradientTape() as tape:
-    features, logits = tapped.features_and_logits(x, tape=tape)
-    classes = _choose_classes(logits, class_ids)
-    target = tf.reduce_sum(targets.target_logits(logits, classes))
-  grads = tape.gradient(target, features)
-  if grads is None:
-    raise ValueError(f"The logits do not depend on layer {tapped.target_layer_path!r}: "
-                     "choose another target layer.")
-  weights = tf.reduce_mean(grads, axis=[1, 2])
-  cam = tf.einsum("bhwk,bk->bhw", features, weights)
-  return cam, logits, classes
+  """Grad-CAM without ReLU; -1 entries of `class_ids` mean top-1. Returns (cam, logits, classes)."""
+  return tuple(gradcam(tapped, x, class_ids, relu=False))
 
 
 def check_class_ids(class_ids, batch_size, num_classes):
@@ -180,7 +161,7 @@ def _guided_pass(tapped, x, class_ids=None):
 
       with layer_patching.patched(layer, "call", call):
         logits = tapped.model(x, training=False)
-    classes = _choose_classes(logits, class_ids)
+    classes = targets.resolve_classes(logits, class_ids)
     target = tf.reduce_sum(targets.target_logits(logits, classes))
   exact = bool(captured) and "relu" not in events[len(events) - events[::-1].index("target"):]
   if not exact:

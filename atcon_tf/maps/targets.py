@@ -8,10 +8,12 @@ def top1_classes(logits):
 
 
 def resolve_classes(logits, class_ids=None):
-  """`class_ids` as an int32 (B,) tensor, or the top-1 classes when it is None."""
+  """`class_ids` as an int32 (B,) tensor; None, or an entry of -1, means the top-1 class."""
+  top1 = top1_classes(logits)
   if class_ids is None:
-    return top1_classes(logits)
-  return as_class_ids(class_ids, tf.shape(logits)[0])
+    return top1
+  class_ids = as_class_ids(class_ids, tf.shape(logits)[0])
+  return tf.where(class_ids >= 0, class_ids, top1)
 
 
 def as_class_ids(class_ids, batch_size):
