@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from atcon_tf import model_import
 from atcon_tf import tapped_model
+from atcon_tf import training_data
 from atcon_tf.losses import consistency
 
 SCHEDULES = ("supervised", "atcon", "alternating", "combining")
@@ -166,7 +167,7 @@ class ATCONModel(keras.Model):
       self.supervised_loss_tracker.update_state(loss)
       self._update_metrics(x, y, logits)
     elif schedule == "atcon":
-      x, _ = _unpack_unlabelled(data)
+      x, _ = training_data.split_batch(data)
       grads, (loss, result) = self._gradients(lambda: self._consistency(x))
       self.consistency_tracker.update_state(loss)
       self._track_mask(result)
@@ -210,7 +211,7 @@ class ATCONModel(keras.Model):
     if isinstance(data, dict):
       x, y = data["image"], data.get("label")
     else:
-      x, y = _unpack_unlabelled(data)
+      x, y = training_data.split_batch(data)
     cons, result = self._consistency(x)
     self.consistency_tracker.update_state(cons)
     self._track_mask(result)
@@ -225,7 +226,7 @@ class ATCONModel(keras.Model):
     return self._step_logs()
 
   def predict_step(self, data):
-    x, _ = _unpack_unlabelled(data)
+    x, _ = training_data.split_batch(data)
     return self.probabilities(self.tapped.logits(x))
 
 
@@ -235,11 +236,3 @@ def _unpack_labelled(data):
   if isinstance(data, (tuple, list)) and len(data) >= 2:
     return data[0], data[1]
   raise ValueError("The supervised schedule needs (images, labels) batches.")
-
-
-def _unpack_unlabelled(data):
-  if isinstance(data, dict):
-    return data["image"], data.get("label")
-  if isinstance(data, (tuple, list)):
-    return data[0], (data[1] if len(data) > 1 else None)
-  return data, None

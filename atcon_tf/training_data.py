@@ -2,7 +2,8 @@
 import tensorflow as tf
 
 
-def _split(element):
+def split_batch(element):
+  """(images, labels or None) from a batch given as a dict, a tuple, or bare images."""
   if isinstance(element, dict):
     return element["image"], element.get("label")
   if isinstance(element, (tuple, list)):
@@ -34,7 +35,7 @@ def alternating_dataset(labeled, unlabeled, alpha, labeled_size, unlabeled_size,
     return {"image": x, "label": y, "is_labeled": tf.ones([tf.shape(x)[0]], tf.bool)}
 
   def from_unlabeled(*element):
-    x, _ = _split(element if len(element) > 1 else element[0])
+    x, _ = split_batch(element if len(element) > 1 else element[0])
     shape = tf.concat([tf.shape(x)[:1], tf.constant(label_spec.shape[1:].as_list(), tf.int32)], 0)
     return {"image": x, "label": tf.zeros(shape, label_spec.dtype),
             "is_labeled": tf.zeros([tf.shape(x)[0]], tf.bool)}
@@ -49,7 +50,7 @@ def combining_dataset(labeled, unlabeled):
 
   def pair(labeled_batch, unlabeled_batch):
     x, y = labeled_batch
-    x_u, _ = _split(unlabeled_batch)
+    x_u, _ = split_batch(unlabeled_batch)
     return {"image": x, "label": y, "unlabeled_image": x_u}
 
   return tf.data.Dataset.zip((labeled, unlabeled.repeat())).map(pair)
