@@ -4,3 +4,9 @@ from atcon_tf.data import house_numbers
 from atcon_tf.data.house_numbers import HouseNumbers, HouseNumbersConfig, generate_example
 
 __all__ = ["house_numbers", "HouseNumbers", "HouseNumbersConfig", "generate_example"]
+
+# Trainer datasets and few-label splits (see datasets.py / subsets.py).
+from atcon_tf.data import datasets, subsets  # noqa: E402
+from atcon_tf.data.subsets import SplitPlan, balanced_multilabel_subset, plan_splits, single_label_subset  # noqa: E402,E501
+
+__all__ += ["datasets", "subsets", "SplitPlan", "balanced_multilabel_subset", "plan_splits", "single_label_subset"]

@@ -1,0 +1,333 @@
+"""Pictures of attention maps: colormap overlays, PNG grids and a TensorBoard callback.
+
+* `attention_panels(tapped, x)`: Grad-CAM (ReLU'd, the usual display map), guided-backprop magnitude
+  `G = sum_c |GB|` and the ATCON soft mask `sigmoid(w (G - sigma))` for the top-1 (or given) classes, as numpy.
+* `overlay(image, heatmap)`: a heatmap (any size) min-max scaled, upsampled and blended on the image with a
+  matplotlib colormap. `panel_rows(images, panels)`: per example [image, Grad-CAM, guided backprop, mask].
+* `save_grid(path, rows, ...)`: a titled PNG grid (matplotlib, no pyplot state); `grid_array(rows)`: the same
+  tiles as one uint8 image (for `tf.summary.image`).
+* `AttentionMapCallback`: every epoch (or every n), writes those panels for a fixed set of images to TensorBoard
+  image summaries, and optionally a PNG per epoch. `EpochSummaryCallback`: per-epoch scalars (train/validation).
+* `write_scalar` / `write_images`: TensorBoard-format summaries through `tf.summary.write` with the scalar / image
+  plugin metadata. `tf.summary.scalar` / `tf.summary.image` (and `keras.callbacks.TensorBoard`) need the
+  `tensorboard` pip package, which this project does not install; these write the same event records without it,
+  and TensorBoard (installed anywhere) reads them.
+
+Only NumPy/matplotlib here besides the map functions; nothing imports the trainers or serving.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from atcon_tf import tapped_model
+from atcon_tf.maps import processing
+from atcon_tf.maps.gradcam import gradcam
+from atcon_tf.maps.guided_backprop import guided_backprop
+
+COLUMNS = ("image", "Grad-CAM", "guided backprop", "ATCON mask")
+
+
+def _metadata(plugin: str, description: str = ""):
+  from tensorflow.core.framework import summary_pb2
+
+  return summary_pb2.SummaryMetadata(
+      plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=plugin), summary_description=description)
+
+
+def write_scalar(name: str, value, step: int, description: str = ""):
+  """A TensorBoard scalar (plugin 'scalars') into the default summary writer."""
+  return tf.summary.write(name, tf.constant(float(value), tf.float32), step=step,
+                          metadata=_metadata("scalars", description))
+
+
+def write_images(name: str, images, step: int, description: str = ""):
+  """uint8 (B, H, W, 3) images as one TensorBoard image summary (plugin 'images': [width, height, png...])."""
+  images = np.asarray(images)
+  if images.ndim == 3:
+    images = images[None]
+  pngs = [tf.io.encode_png(as_rgb(img)) for img in images]
+  tensor = tf.stack([tf.constant(str(images.shape[2])), tf.constant(str(images.shape[1]))] + pngs)
+  return tf.summary.write(name, tensor, step=step, metadata=_metadata("images", description))
+
+
+def read_summaries(log_dir) -> list:
+  """(tag, step, plugin, value) of every summary in the event files under `log_dir` (for tests and checks).
+  value: a float for scalars, the list of PNG bytes for images."""
+  from tensorflow.core.util import event_pb2
+
+  found = []
+  for root, _, files in os.walk(os.fspath(log_dir)):
+    for name in sorted(files):
+      if "tfevents" not in name:
+        continue
+      for record in tf.data.TFRecordDataset(os.path.join(root, name)).as_numpy_iterator():
+        event = event_pb2.Event.FromString(record)
+        for v in event.summary.value:
+          plugin = v.metadata.plugin_data.plugin_name
+          tensor = tf.make_ndarray(v.tensor)
+          value = float(tensor) if plugin == "scalars" else list(tensor[2:]) if plugin == "images" else tensor
+          found.append((v.tag, int(event.step), plugin, value))
+  return found
+
+
+class EpochSummaryCallback(keras.callbacks.Callback):
+  """Per-epoch TensorBoard scalars: `epoch_<metric>` in log_dir/train and log_dir/validation (Keras' layout)."""
+
+  def __init__(self, log_dir):
+    super().__init__()
+    self.log_dir = os.fspath(log_dir)
+    self._writers = {}
+
+  def _writer(self, name):
+    if name not in self._writers:
+      self._writers[name] = tf.summary.create_file_writer(os.path.join(self.log_dir, name))
+    return self._writers[name]
+
+  def on_epoch_end(self, epoch, logs=None):
+    for key, value in (logs or {}).items():
+      split, metric = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+      try:
+        value = float(value)
+      except (TypeError, ValueError):
+        continue
+      with self._writer(split).as_default():
+        write_scalar(f"epoch_{metric}", value, step=epoch)
+    for writer in self._writers.values():
+      writer.flush()
+
+  def on_train_end(self, logs=None):
+    for writer in self._writers.values():
+      writer.close()
+    self._writers = {}
+
+
+def _normalize(heatmap) -> np.ndarray:
+  h = np.asarray(heatmap, np.float64)
+  if not np.all(np.isfinite(h)):
+    h = np.nan_to_num(h, nan=0.0, posinf=0.0, neginf=0.0)
+  lo, hi = h.min(), h.max()
+  return (h - lo) / (hi - lo) if hi > lo else np.zeros_like(h)
+
+
+def _resize(heatmap01: np.ndarray, size) -> np.ndarray:
+  h, w = size
+  if heatmap01.shape == (h, w):
+    return heatmap01
+  return tf.image.resize(heatmap01[..., None].astype(np.float32), (h, w), method="bilinear").numpy()[..., 0]
+
+
+def colorize(heatmap, cmap: str = "jet", size=None) -> np.ndarray:
+  """Heatmap -> uint8 RGB with a matplotlib colormap (min-max scaled; constant maps give the colormap's 0)."""
+  import matplotlib
+
+  h = _normalize(heatmap)
+  if size is not None:
+    h = _resize(h, size)
+  return (matplotlib.colormaps[cmap](h)[..., :3] * 255.0 + 0.5).astype(np.uint8)
+
+
+def as_rgb(image) -> np.ndarray:
+  """uint8 (H, W, 3) from uint8/float images (floats in [0, 1] or [0, 255]) or grey (H, W[, 1])."""
+  img = np.asarray(image)
+  if img.ndim == 2:
+    img = img[..., None]
+  if img.shape[-1] == 1:
+    img = np.repeat(img, 3, axis=-1)
+  if img.dtype != np.uint8:
+    img = img.astype(np.float64)
+    if img.max() <= 1.0:
+      img = img * 255.0
+    img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+  return img
+
+
+def overlay(image, heatmap, cmap: str = "jet", alpha: float = 0.5) -> np.ndarray:
+  """Blend the colourized heatmap (upsampled to the image) on the image: uint8 (H, W, 3)."""
+  img = as_rgb(image)
+  colour = colorize(heatmap, cmap, size=img.shape[:2]).astype(np.float64)
+  return np.clip(np.rint((1.0 - alpha) * img + alpha * colour), 0, 255).astype(np.uint8)
+
+
+def attention_panels(tapped, x, class_ids=None, mask_intensity: float = 8.0) -> dict:
+  """Maps for a batch of *preprocessed* inputs x, as numpy.
+
+  `class_ids`: None (top-1) or (B,) ids, -1 meaning top-1 for that example.
+  Returns gradcam (B, h, w, ReLU'd), gradcam_raw (no ReLU, as in the loss), guided_backprop (B, H, W) = sum_c
+  |GB|, mask (B, H, W) = the ATCON soft mask, mask_logits, class_ids (B,), probabilities (B, C).
+  `tapped`: a `TappedModel`, an `ATCONModel` or a plain Keras classifier.
+  """
+  tapped = as_tapped(tapped)
+  x = tf.convert_to_tensor(x, tf.float32)
+  if class_ids is None:
+    class_ids = tf.fill(tf.shape(x)[:1], -1)
+  out = _panels_fn(tapped)(x, tf.cast(class_ids, tf.int32), tf.constant(float(mask_intensity)))
+  return {k: v.numpy() for k, v in out.items()}
+
+
+def _panels_fn(tapped):
+  """The maps as one tf.function per TappedModel (cached on it).
+
+  Graph mode on purpose: in TF 2.21 with oneDNN, EAGER gradients through small convolutions (e.g. 4 filters at
+  16 px) crashed the process with heap corruption in conv2d_backprop_filter; the same maps in a tf.function
+  (pruned graph, the path training uses) run fine.
+  """
+  fn = getattr(tapped, "_atcon_panels_fn", None)
+  if fn is not None:
+    return fn
+
+  @tf.function(reduce_retracing=True)
+  def panels(x, class_ids, intensity):
+    top1 = gradcam(tapped, x, None, relu=False).class_ids
+    classes = tf.where(class_ids >= 0, class_ids, top1)
+    cam = gradcam(tapped, x, classes, relu=False)
+    gb = processing.channel_magnitude(guided_backprop(tapped, x, classes))
+    mask, mask_logits = processing.soft_mask(gb, intensity)
+    return {"gradcam": tf.nn.relu(cam.cam), "gradcam_raw": cam.cam, "guided_backprop": gb, "mask": mask,
+            "mask_logits": mask_logits, "class_ids": classes,
+            "probabilities": tapped.probabilities(cam.logits)}
+
+  tapped._atcon_panels_fn = panels
+  return panels
+
+
+def as_tapped(model) -> tapped_model.TappedModel:
+  if isinstance(model, tapped_model.TappedModel):
+    return model
+  tapped = getattr(model, "tapped", None)  # ATCONModel
+  if isinstance(tapped, tapped_model.TappedModel):
+    return tapped
+  return tapped_model.TappedModel(model)
+
+
+def panel_rows(images, panels: dict, cmap: str = "jet") -> list:
+  """Per example: [image, Grad-CAM overlay, guided-backprop magnitude (grey), mask overlay] (uint8 RGB)."""
+  rows = []
+  for i, image in enumerate(images):
+    img = as_rgb(image)
+    gb = colorize(panels["guided_backprop"][i], "gray", size=img.shape[:2])
+    rows.append([img, overlay(img, panels["gradcam"][i], cmap), gb,
+                 overlay(img, panels["mask"][i], "viridis", alpha=0.6)])
+  return rows
+
+
+def grid_array(rows, pad: int = 2, scale: int = 1) -> np.ndarray:
+  """Tiles rows of equal-size uint8 RGB images into one image (white padding), optionally upscaled."""
+  tiles = [[np.kron(as_rgb(t), np.ones((scale, scale, 1), np.uint8)) if scale > 1 else as_rgb(t) for t in row]
+           for row in rows]
+  h = max(t.shape[0] for row in tiles for t in row)
+  w = max(t.shape[1] for row in tiles for t in row)
+  ncols = max(len(row) for row in tiles)
+  out = np.full((len(tiles) * (h + pad) + pad, ncols * (w + pad) + pad, 3), 255, np.uint8)
+  for r, row in enumerate(tiles):
+    for c, t in enumerate(row):
+      y, x = pad + r * (h + pad), pad + c * (w + pad)
+      out[y:y + t.shape[0], x:x + t.shape[1]] = t
+  return out
+
+
+def save_grid(path, rows, column_titles=COLUMNS, row_titles=None, title=None, tile_inches: float = 1.6) -> str:
+  """Writes a titled PNG grid of uint8 RGB tiles (matplotlib `Figure`, Agg canvas); returns the path."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
+  nrows, ncols = len(rows), max(len(r) for r in rows)
+  fig = Figure(figsize=(tile_inches * ncols, tile_inches * nrows + (0.4 if title else 0.0)), dpi=100)
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(nrows, ncols, squeeze=False)
+  for r, row in enumerate(rows):
+    for c in range(ncols):
+      ax = axes[r][c]
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if c < len(row):
+        ax.imshow(as_rgb(row[c]), interpolation="nearest")
+      else:
+        ax.axis("off")
+      if r == 0 and column_titles and c < len(column_titles):
+        ax.set_title(column_titles[c], fontsize=8)
+      if c == 0 and row_titles:
+        ax.set_ylabel(row_titles[r], fontsize=7)
+  if title:
+    fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
+  fig.savefig(os.fspath(path), format="png")
+  return os.fspath(path)
+
+
+def row_titles_for(panels: dict, labels=None, class_names=None) -> list:
+  """'pred 3 (0.91) / true 3' style captions."""
+  names = class_names
+  titles = []
+  for i, c in enumerate(panels["class_ids"]):
+    name = names[c] if names is not None and c < len(names) else str(int(c))
+    text = f"pred {name} ({panels['probabilities'][i][c]:.2f})"
+    if labels is not None:
+      y = np.asarray(labels[i])
+      if y.ndim == 0:
+        text += f"\ntrue {names[int(y)] if names is not None else int(y)}"
+      else:
+        true = [names[k] if names is not None else str(k) for k in np.flatnonzero(y > 0)]
+        text += "\ntrue " + ",".join(true)
+    titles.append(text)
+  return titles
+
+
+class AttentionMapCallback(keras.callbacks.Callback):
+  """Logs Grad-CAM / guided-backprop / mask overlays of fixed images at the end of every n-th epoch.
+
+  images: uint8 (B, H, W, 3) as shown; inputs: the same images preprocessed for the model.
+  Writes image summaries `attention/grid`, `attention/gradcam`, `attention/guided_backprop`,
+  `attention/mask` under `log_dir` (TensorBoard's "images" tab) and, if `png_dir`, `epoch_XXX.png` there.
+  Works with an ATCONModel (uses its `tapped` model and mask intensity) or a plain Keras classifier.
+  """
+
+  def __init__(self, images, inputs, log_dir, every_n_epochs: int = 1, mask_intensity: float | None = None,
+               png_dir=None, labels=None, class_names=None, max_images: int = 8):
+    super().__init__()
+    self.images = np.asarray(images)[:max_images]
+    self.inputs = np.asarray(inputs, np.float32)[:max_images]
+    self.labels = None if labels is None else np.asarray(labels)[:max_images]
+    self.class_names = class_names
+    self.log_dir = os.fspath(log_dir)
+    self.every_n_epochs = max(1, int(every_n_epochs))
+    self.mask_intensity = mask_intensity
+    self.png_dir = None if png_dir is None else os.fspath(png_dir)
+    self._writer = None
+
+  def _intensity(self):
+    if self.mask_intensity is not None:
+      return float(self.mask_intensity)
+    config = getattr(self.model, "consistency_config", None)
+    return float(config.mask_intensity) if config is not None else 8.0
+
+  def write(self, step: int):
+    """Computes the panels with the current weights and writes them at `step`."""
+    panels = attention_panels(self.model, self.inputs, mask_intensity=self._intensity())
+    rows = panel_rows(self.images, panels)
+    if self._writer is None:
+      self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "attention"))
+    with self._writer.as_default():
+      write_images("attention/grid", grid_array(rows), step=step,
+                   description="per row: image, Grad-CAM, guided backprop |GB|, ATCON mask")
+      for name, col in (("gradcam", 1), ("guided_backprop", 2), ("mask", 3)):
+        write_images(f"attention/{name}", np.stack([r[col] for r in rows]), step=step)
+    self._writer.flush()
+    if self.png_dir:
+      save_grid(os.path.join(self.png_dir, f"epoch_{step:03d}.png"), rows,
+                row_titles=row_titles_for(panels, self.labels, self.class_names), title=f"epoch {step}")
+    return panels
+
+  def on_epoch_end(self, epoch, logs=None):
+    if (epoch + 1) % self.every_n_epochs == 0:
+      self.write(epoch + 1)
+
+  def on_train_end(self, logs=None):
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None
