@@ -7,11 +7,8 @@
 * `save_grid(path, rows, ...)`: a titled PNG grid (matplotlib, no pyplot state); `grid_array(rows)`: the same
   tiles as one uint8 image (for `tf.summary.image`).
 * `AttentionMapCallback`: every epoch (or every n), writes those panels for a fixed set of images to TensorBoard
-  image summaries, and optionally a PNG per epoch. `EpochSummaryCallback`: per-epoch scalars (train/validation).
-* `write_scalar` / `write_images`: TensorBoard-format summaries through `tf.summary.write` with the scalar / image
-  plugin metadata. `tf.summary.scalar` / `tf.summary.image` (and `keras.callbacks.TensorBoard`) need the
-  `tensorboard` pip package, which this project does not install; these write the same event records without it,
-  and TensorBoard (installed anywhere) reads them.
+  image summaries (`tf.summary.image`), and optionally a PNG per epoch. Scalars come from
+  `keras.callbacks.TensorBoard`.
 
 Only NumPy/matplotlib here besides the map functions; nothing imports the trainers or serving.
 """
@@ -32,29 +29,6 @@ from atcon_tf.maps.guided_backprop import guided_backprop
 COLUMNS = ("image", "Grad-CAM", "guided backprop", "ATCON mask")
 
 
-def _metadata(plugin: str, description: str = ""):
-  from tensorflow.core.framework import summary_pb2
-
-  return summary_pb2.SummaryMetadata(
-      plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=plugin), summary_description=description)
-
-
-def write_scalar(name: str, value, step: int, description: str = ""):
-  """A TensorBoard scalar (plugin 'scalars') into the default summary writer."""
-  return tf.summary.write(name, tf.constant(float(value), tf.float32), step=step,
-                          metadata=_metadata("scalars", description))
-
-
-def write_images(name: str, images, step: int, description: str = ""):
-  """uint8 (B, H, W, 3) images as one TensorBoard image summary (plugin 'images': [width, height, png...])."""
-  images = np.asarray(images)
-  if images.ndim == 3:
-    images = images[None]
-  pngs = [tf.io.encode_png(as_rgb(img)) for img in images]
-  tensor = tf.stack([tf.constant(str(images.shape[2])), tf.constant(str(images.shape[1]))] + pngs)
-  return tf.summary.write(name, tensor, step=step, metadata=_metadata("images", description))
-
-
 def read_summaries(log_dir) -> list:
   """(tag, step, plugin, value) of every summary in the event files under `log_dir` (for tests and checks).
   value: a float for scalars, the list of PNG bytes for images."""
@@ -73,37 +47,6 @@ def read_summaries(log_dir) -> list:
           value = float(tensor) if plugin == "scalars" else list(tensor[2:]) if plugin == "images" else tensor
           found.append((v.tag, int(event.step), plugin, value))
   return found
-
-
-class EpochSummaryCallback(keras.callbacks.Callback):
-  """Per-epoch TensorBoard scalars: `epoch_<metric>` in log_dir/train and log_dir/validation (Keras' layout)."""
-
-  def __init__(self, log_dir):
-    super().__init__()
-    self.log_dir = os.fspath(log_dir)
-    self._writers = {}
-
-  def _writer(self, name):
-    if name not in self._writers:
-      self._writers[name] = tf.summary.create_file_writer(os.path.join(self.log_dir, name))
-    return self._writers[name]
-
-  def on_epoch_end(self, epoch, logs=None):
-    for key, value in (logs or {}).items():
-      split, metric = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
-      try:
-        value = float(value)
-      except (TypeError, ValueError):
-        continue
-      with self._writer(split).as_default():
-        write_scalar(f"epoch_{metric}", value, step=epoch)
-    for writer in self._writers.values():
-      writer.flush()
-
-  def on_train_end(self, logs=None):
-    for writer in self._writers.values():
-      writer.close()
-    self._writers = {}
 
 
 def _normalize(heatmap) -> np.ndarray:
@@ -313,10 +256,11 @@ class AttentionMapCallback(keras.callbacks.Callback):
     if self._writer is None:
       self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "attention"))
     with self._writer.as_default():
-      write_images("attention/grid", grid_array(rows), step=step,
-                   description="per row: image, Grad-CAM, guided backprop |GB|, ATCON mask")
+      tf.summary.image("attention/grid", grid_array(rows)[None], step=step,
+                       description="per row: image, Grad-CAM, guided backprop |GB|, ATCON mask")
       for name, col in (("gradcam", 1), ("guided_backprop", 2), ("mask", 3)):
-        write_images(f"attention/{name}", np.stack([r[col] for r in rows]), step=step)
+        images = np.stack([as_rgb(r[col]) for r in rows])
+        tf.summary.image(f"attention/{name}", images, step=step, max_outputs=len(rows))
     self._writer.flush()
     if self.png_dir:
       save_grid(os.path.join(self.png_dir, f"epoch_{step:03d}.png"), rows,

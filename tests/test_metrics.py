@@ -69,6 +69,8 @@ def test_bootstrap_pvalue_small_for_different_large_for_identical():
     assert bootstrap.paired_bootstrap_pvalue(np.mean, a, b, n_resamples=2000) < 0.01
     # identical samples: t = 0 and almost every resample has |m(x) - m(y)| > 0
     assert bootstrap.paired_bootstrap_pvalue(np.mean, a, a.copy(), n_resamples=500) > 0.9
+    constant = np.ones(20)
+    assert bootstrap.paired_bootstrap_pvalue(np.mean, constant, constant.copy(), n_resamples=200) == 1.0
     # tuples of arrays feed metric_fn(*data): same labels, two prediction vectors
     y = rng.integers(0, 10, 200)
     good, bad = y.copy(), rng.integers(0, 10, 200)

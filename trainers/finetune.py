@@ -605,7 +605,7 @@ def train_stage(stage: Stage, classifier, cfg: Config, data: Data, stage_dir: st
       keras.callbacks.CSVLogger(csv_path, append=True),
   ]
   if cfg.tensorboard and chief:
-    callbacks.append(visualize.EpochSummaryCallback(log_dir))  # keras' TensorBoard needs the tensorboard pkg
+    callbacks.append(keras.callbacks.TensorBoard(log_dir, write_graph=False))
   if cfg.viz_every > 0 and data.viz_images is not None and chief:
     callbacks.append(visualize.AttentionMapCallback(
         data.viz_images, datasets.preprocess(data.viz_images, data.preprocessing).numpy(),

@@ -46,7 +46,9 @@ def paired_bootstrap_pvalue(metric_fn: Callable[..., float], data_a, data_b, n_r
 
     `data_a` / `data_b`: one array or a tuple of arrays passed as `metric_fn(*data)` (e.g. `(y_true, probs)`).
     t = |m(a) - m(b)|; pool the rows of a and b; each run draws len(a)+len(b) rows with replacement from the pool,
-    gives the first len(a) to x and the rest to y; p = #(|m(x) - m(y)| > t) / n_resamples (strict >).
+    gives the first len(a) to x and the rest to y; p = #(|m(x) - m(y)| >= t) / n_resamples.
+    bstrap counts a strict `>`, which gives p = 0 when both samples are the same constant (t = 0); counting ties
+    keeps that case at p = 1 and differs from bstrap only on exact ties.
     Despite the name (the two samples are usually the same images under two models) the test does NOT keep the
     pairing: it is bstrap's pooled two-sample test, which is what the authors ran. Identical samples give p ~ 1.
     """
@@ -61,7 +63,7 @@ def paired_bootstrap_pvalue(metric_fn: Callable[..., float], data_a, data_b, n_r
     for _ in range(n_resamples):
         idx = rng.integers(0, n + m, size=n + m)
         ix, iy = idx[:n], idx[n:]
-        if abs(metric_fn(*(p[ix] for p in pool)) - metric_fn(*(p[iy] for p in pool))) > t:
+        if abs(metric_fn(*(p[ix] for p in pool)) - metric_fn(*(p[iy] for p in pool))) >= t:
             higher += 1
     return higher / n_resamples
 
