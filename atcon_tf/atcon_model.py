@@ -96,7 +96,7 @@ class ATCONModel(keras.Model):
     return cls(**config)
 
   def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-    """Builds metrics from one replica's batch instead of an all-reduced one.
+    """Builds metrics from one replica's `(images, labels)` instead of an all-reduced batch.
 
     Keras all-reduces a whole data batch only to learn its shapes; under
     MultiWorkerMirroredStrategy that eager reduction fails on PerReplica inputs.
@@ -110,6 +110,8 @@ class ATCONModel(keras.Model):
           lambda v: strategy.experimental_local_results(v)[0]
           if isinstance(v, tf.distribute.DistributedValues) else v, batch)
       break
+    if isinstance(data_batch, dict):  # Schedule dicts: Keras only knows (x, y) batches.
+      data_batch = (data_batch["image"], data_batch.get("label"))
     with strategy.scope():
       self._symbolic_build(data_batch=data_batch)
 

@@ -483,13 +483,7 @@ def make_atcon_model(classifier, cfg: Config, schedule: str, multi_label: bool, 
                else keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
   model.compile(optimizer=keras.optimizers.Adam(lr, epsilon=cfg.adam_epsilon), metrics=metrics)
   x = np.zeros((1, cfg.image_size, cfg.image_size, 3), np.float32)
-  probabilities = model.probabilities(model(x))  # BackupAndRestore needs a built model
-  if metrics:
-    # Build the label metrics now: under a tf.distribute strategy Keras would build them from the first batch,
-    # and the dict batches of the alternating / combining schedules carry no `y` it can read.
-    y = np.zeros((1, probabilities.shape[-1]) if multi_label else (1,), np.float32 if multi_label else np.int32)
-    model.compute_metrics(x, y, probabilities)
-    model.reset_metrics()
+  model(x)  # BackupAndRestore needs a built model
   return model
 
 
