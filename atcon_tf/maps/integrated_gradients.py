@@ -15,9 +15,7 @@ def integrated_gradients(tapped, x, class_ids=None, steps=5, baseline=None):
   x = tf.convert_to_tensor(x)
   if steps < 1:
     raise ValueError(f"steps must be >= 1, got {steps}.")
-  if class_ids is None:
-    class_ids = targets.top1_classes(tapped.logits(x))
-  class_ids = targets.as_class_ids(class_ids, tf.shape(x)[0])
+  class_ids = targets.classes_for(tapped, x, class_ids)
   baseline = tf.zeros_like(x) if baseline is None else tf.broadcast_to(baseline, tf.shape(x))
   alphas = tf.linspace(0.0, 1.0, steps + 1)
   alphas = tf.cast(tf.reshape(alphas, [-1, 1, 1, 1, 1]), x.dtype)

@@ -15,9 +15,7 @@ def smoothgrad(tapped, x, class_ids=None, samples=25, noise_level=0.15, magnitud
   x = tf.convert_to_tensor(x)
   if samples < 1:
     raise ValueError(f"samples must be >= 1, got {samples}.")
-  if class_ids is None:
-    class_ids = targets.top1_classes(tapped.logits(x))
-  class_ids = targets.as_class_ids(class_ids, tf.shape(x)[0])
+  class_ids = targets.classes_for(tapped, x, class_ids)
   value_range = tf.reduce_max(x, axis=[1, 2, 3]) - tf.reduce_min(x, axis=[1, 2, 3])
   stddev = tf.reshape(noise_level * value_range, [1, -1, 1, 1, 1])
   shape = tf.concat([[samples], tf.shape(x)], axis=0)

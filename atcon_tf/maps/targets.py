@@ -25,3 +25,10 @@ def as_class_ids(class_ids, batch_size):
 def target_logits(logits, class_ids):
   """z[i, c_i] for each example i."""
   return tf.gather(logits, class_ids, axis=-1, batch_dims=1)
+
+
+def classes_for(tapped, x, class_ids=None):
+  """Classes to explain for `x`: `class_ids`, or the top-1 predictions (one forward) when None."""
+  if class_ids is None:
+    return top1_classes(tapped.logits(x))
+  return as_class_ids(class_ids, tf.shape(x)[0])
