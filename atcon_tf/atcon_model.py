@@ -9,28 +9,21 @@ Wraps any classifier (weights shared, not copied). Schedules (method.md §2):
 Supervised steps run BatchNorm in training mode; the ATCON loss runs it in inference mode.
 Losses are divided by the number of replicas, so gradients summed by `tf.distribute`
 equal the single-device gradient of the global batch mean.
+The model also records what serving needs (`contract`: preprocessing, class names, Grad-CAM layer,
+loss settings), so a saved `.keras` file can be exported without being told again.
 """
 import keras
 import tensorflow as tf
 
+from atcon_tf import choices
+from atcon_tf import contract as contract_lib
+from atcon_tf import heads
 from atcon_tf import model_import
 from atcon_tf import tapped_model
 from atcon_tf import training_data
 from atcon_tf.losses import consistency
 
-SCHEDULES = ("supervised", "atcon", "alternating", "combining")
-
-
-def supervised_loss(labels, logits, multi_label):
-  """Per-example cross-entropy on logits; sparse or one-hot labels for single-label heads."""
-  labels = tf.convert_to_tensor(labels)
-  if multi_label:
-    labels = tf.cast(labels, logits.dtype)
-    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels, logits), axis=-1)
-  if labels.shape.rank == logits.shape.rank:
-    return tf.nn.softmax_cross_entropy_with_logits(tf.cast(labels, logits.dtype), logits)
-  labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
-  return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+SCHEDULES = choices.MODEL_SCHEDULES
 
 
 @keras.saving.register_keras_serializable(package="atcon_tf")
@@ -38,18 +31,22 @@ class ATCONModel(keras.Model):
   """Fine-tunes `classifier` so its Grad-CAM and guided-backprop attention agree."""
 
   def __init__(self, classifier, target_layer=None, schedule="atcon", alpha=1.0,
-               multi_label=False, attention="gb_mask", similarity="pearson",
-               mask_intensity=8.0, **kwargs):
+               multi_label=False, attention=choices.DEFAULT_ATTENTION,
+               similarity=choices.DEFAULT_SIMILARITY, mask_intensity=choices.MASK_INTENSITY,
+               preprocessing=None, class_names=None, **kwargs):
     super().__init__(**kwargs)
-    if schedule not in SCHEDULES:
-      raise ValueError(f"Unknown schedule {schedule!r}; choose one of {list(SCHEDULES)}.")
+    choices.check("schedule", schedule, SCHEDULES)
+    if preprocessing is not None:
+      choices.check("preprocessing", preprocessing, choices.PREPROCESSING)
     self.classifier = model_import.load_classifier(classifier)
-    self.tapped = tapped_model.TappedModel(self.classifier, target_layer)
     self.schedule = schedule
     self.alpha = float(alpha)
     self.multi_label = bool(multi_label)
+    self.tapped = tapped_model.TappedModel(self.classifier, target_layer, multi_label=self.multi_label)
     self.consistency_config = consistency.ConsistencyConfig(
         attention=attention, similarity=similarity, mask_intensity=mask_intensity)
+    self.preprocessing = preprocessing
+    self.class_names = None if class_names is None else [str(c) for c in class_names]
     self.loss_tracker = keras.metrics.Mean(name="loss")
     self.supervised_loss_tracker = keras.metrics.Mean(name="supervised_loss")
     self.consistency_tracker = keras.metrics.Mean(name="consistency_loss")
@@ -66,6 +63,18 @@ class ATCONModel(keras.Model):
     if not self.classifier.built:
       self.classifier.build(input_shape)
     self.built = True
+
+  @property
+  def contract(self):
+    """What serving needs besides the weights (`atcon_tf.contract.ServingContract`)."""
+    shape = tuple(self.classifier.input_shape)
+    return contract_lib.ServingContract(
+        preprocessing=self.preprocessing,
+        image_size=shape[1:3] if None not in shape[1:3] else None,
+        target_layer=self.tapped.target_layer_path, class_names=self.class_names,
+        multi_label=self.multi_label, attention=self.consistency_config.attention,
+        similarity=self.consistency_config.similarity,
+        mask_intensity=self.consistency_config.mask_intensity)
 
   @property
   def metrics(self):
@@ -86,6 +95,8 @@ class ATCONModel(keras.Model):
         "attention": self.consistency_config.attention,
         "similarity": self.consistency_config.similarity,
         "mask_intensity": self.consistency_config.mask_intensity,
+        "preprocessing": self.preprocessing,
+        "class_names": self.class_names,
     })
     return config
 
@@ -131,11 +142,11 @@ class ATCONModel(keras.Model):
     return tf.distribute.get_strategy().num_replicas_in_sync
 
   def probabilities(self, logits):
-    return tf.sigmoid(logits) if self.multi_label else tf.nn.softmax(logits, axis=-1)
+    return heads.probabilities(logits, self.multi_label)
 
   def _supervised(self, x, y, training):
     logits = self.tapped.logits(x, training=training)
-    return tf.reduce_mean(supervised_loss(y, logits, self.multi_label)), logits
+    return tf.reduce_mean(heads.supervised_loss(y, logits, self.multi_label)), logits
 
   def _consistency(self, x):
     result = consistency.consistency_per_image(self.tapped, x, self.consistency_config)
@@ -219,7 +230,7 @@ class ATCONModel(keras.Model):
     self._track_mask(result)
     loss = cons
     if y is not None:
-      sup = tf.reduce_mean(supervised_loss(y, result.logits, self.multi_label))
+      sup = tf.reduce_mean(heads.supervised_loss(y, result.logits, self.multi_label))
       self.supervised_loss_tracker.update_state(sup)
       self._update_metrics(x, y, result.logits)
       loss = sup if self.schedule == "supervised" else (

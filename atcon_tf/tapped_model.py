@@ -1,8 +1,7 @@
 """A classifier whose Grad-CAM layer and logits are read in one forward pass."""
 import contextlib
 
-import tensorflow as tf
-
+from atcon_tf import heads
 from atcon_tf import layer_patching
 from atcon_tf import model_import
 from atcon_tf.maps.guided_relu import guided_relus
@@ -18,12 +17,14 @@ class TappedModel:
   authors do for the ATCON loss; gamma/beta still receive gradients).
   """
 
-  def __init__(self, model, target_layer=None):
+  def __init__(self, model, target_layer=None, multi_label=None):
     self.model = model_import.load_classifier(model)
     self.target_layer_path = target_layer or model_import.find_target_layer(self.model)
     self.target_layer = model_import.get_layer_by_path(self.model, self.target_layer_path)
     self._logit_patches, self.output_activation = model_import.output_activation_patches(
         self.model)
+    # A final sigmoid says multi-label; the caller's word (e.g. a recorded contract) wins.
+    self.multi_label = self.output_activation == "sigmoid" if multi_label is None else bool(multi_label)
 
   @contextlib.contextmanager
   def _tap(self, tape):
@@ -59,7 +60,5 @@ class TappedModel:
     return captured[-1], logits
 
   def probabilities(self, logits):
-    """The classifier's own output activation applied to logits (softmax if it had none)."""
-    if self.output_activation == "sigmoid":
-      return tf.sigmoid(logits)
-    return tf.nn.softmax(logits, axis=-1)
+    """Softmax, or per-class sigmoids for a multi-label head (`heads.probabilities`)."""
+    return heads.probabilities(logits, self.multi_label)

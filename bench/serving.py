@@ -73,12 +73,12 @@ def _percentiles(samples):
 def run_benchmark(iterations, rounds, warmup, image_size, server_threads):
   import tensorflow as tf
 
-  from atcon_tf.testing import small_resnet
+  from atcon_tf.backbones import small_resnet
   from serving.client import ServingClient
   from serving.export import export_model
 
   workdir = tempfile.mkdtemp(prefix="bench-serving-")
-  path = export_model(small_resnet(image_size), workdir, MODEL, warmup=True)
+  path = export_model(small_resnet(image_size), workdir, MODEL, warmup=True, preprocessing="imagenet_torch")
   loaded = tf.saved_model.load(path)
   process, target = _start_server(os.path.dirname(path), server_threads)
   client = ServingClient(target, timeout=120, max_message_mb=256)

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 import atcon_tf
+import atcon_tf.heads
 from atcon_tf import losses
 from atcon_tf import testing
 from atcon_tf import training_data
@@ -78,7 +79,7 @@ def test_combining_loss_is_supervised_plus_alpha_consistency():
   x, y = _data()
   x_u, _ = _data(seed=5)
   model = _model("combining", alpha=0.5)
-  sup = float(tf.reduce_mean(atcon_tf.atcon_model.supervised_loss(
+  sup = float(tf.reduce_mean(atcon_tf.heads.supervised_loss(
       y, model.tapped.logits(x, training=True), False)))
   cons = float(losses.consistency_loss(model.tapped, x_u))
   labeled = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)

@@ -17,14 +17,18 @@ from PIL import Image  # noqa: E402
 
 import atcon_tf  # noqa: E402
 from atcon_tf.testing import tiny_cnn  # noqa: E402
+from atcon_tf import maps  # noqa: E402
+from atcon_tf import preprocessing  # noqa: E402
+from atcon_tf.contract import ContractError, ServingContract  # noqa: E402
+from atcon_tf.maps import explanation  # noqa: E402
 from serving import export as export_lib  # noqa: E402
-from serving import signatures as sig  # noqa: E402
-from serving.reference import reference_outputs, reference_predict  # noqa: E402
+from serving import graphs  # noqa: E402
+from tests.conftest import reference_outputs, reference_predict  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 16
 ATOL = 1e-5
-EXPLAIN_KEYS = sig.EXPLAIN_OUTPUTS
+EXPLAIN_KEYS = graphs.EXPLAIN_OUTPUTS
 
 
 def _env():
@@ -233,9 +237,51 @@ def test_cli_exports_atcon_model_from_workdir(tmp_path):
   assert_outputs_close(got, want, atol=2e-5)
 
 
+def test_export_reads_the_recorded_contract_and_an_explicit_argument_wins(tmp_path, caplog):
+  """No flags needed: preprocessing, loss settings and class names travel inside the .keras file."""
+  classifier = tiny_cnn(SIZE, classes=3, seed=11)
+  run = tmp_path / "run"
+  run.mkdir()
+  recorded = atcon_tf.ATCONModel(classifier, mask_intensity=20.0, preprocessing="imagenet_caffe",
+                                 class_names=["cat", "dog", "fox"])
+  recorded(np.zeros((1, SIZE, SIZE, 3), np.float32))
+  recorded.save(str(run / "best.keras"))
+  path = export_lib.export_model(str(run), tmp_path / "exports", "m")
+  contract = export_lib.load_contract(path)
+  assert contract.preprocessing == "imagenet_caffe" and contract.mask_intensity == 20.0
+  assert contract.class_names == ("cat", "dog", "fox") and contract.image_size == (SIZE, SIZE)
+  x = _pixels(3, seed=12)
+  got = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(x))
+  want = reference_outputs(atcon_tf.TappedModel(classifier), x, "imagenet_caffe", mask_intensity=20.0)
+  assert_outputs_close(got, want, atol=2e-5)
+  # The same model served with another preprocessing would disagree: the test above can fail.
+  wrong = reference_outputs(atcon_tf.TappedModel(classifier), x, "scale_0_1", mask_intensity=20.0)
+  assert not np.allclose(got["probabilities"].numpy(), wrong["probabilities"], atol=1e-3)
+  with caplog.at_level("WARNING"):
+    overridden = export_lib.export_model(str(run), tmp_path / "exports", "m", preprocessing="scale_0_1")
+  assert "overrides the model's recorded preprocessing='imagenet_caffe'" in caplog.text
+  assert export_lib.load_contract(overridden).preprocessing == "scale_0_1"
+
+
+def test_export_refuses_a_model_that_records_no_preprocessing(tmp_path):
+  model = tiny_cnn(SIZE, classes=3, seed=13)
+  with pytest.raises(ContractError, match="--preprocessing=NAME"):
+    export_lib.export_model(model, tmp_path, "m")
+  assert not export_lib.version_dirs(str(tmp_path / "m"))
+  path = export_lib.export_model(model, tmp_path, "m", contract=ServingContract(preprocessing="scale_-1_1"))
+  assert export_lib.load_contract(path).preprocessing == "scale_-1_1"
+  model.save(str(tmp_path / "plain.keras"))
+  result = subprocess.run(
+      [sys.executable, "-m", "serving.export", f"--model={tmp_path / 'plain.keras'}",
+       f"--export_dir={tmp_path / 'cli'}", "--name=m"],
+      cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0
+  assert "records no preprocessing" in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("case", ["tiny", "early_target_layer", "relu_in_head", "softmax_output"])
 def test_fused_passes_match_reference(case):
-  """`signatures.explain` fuses Grad-CAM into the guided pass only when that is exact."""
+  """`maps.explain` fuses Grad-CAM into the guided pass only when that is exact."""
   keras.utils.set_random_seed(1)
   target_layer = None
   if case == "relu_in_head":  # A ReLU after the Grad-CAM layer: the shortcut would be wrong.
@@ -251,21 +297,15 @@ def test_fused_passes_match_reference(case):
     target_layer = "relu1" if case == "early_target_layer" else None
   tapped = atcon_tf.TappedModel(model, target_layer)
   x = _pixels(3, seed=9)
-  fused = sig._guided_pass(tapped, tf.constant(sig.preprocess_numpy(x, "scale_0_1")))[0]
+  inputs = tf.constant(preprocessing.apply_numpy(x, "scale_0_1"))
+  fused = explanation._guided_pass(tapped, inputs, maps.ClassTarget())[0]
   assert (fused is None) == (case in ("early_target_layer", "relu_in_head"))
-  got = sig.explain(tapped, tf.constant(sig.preprocess_numpy(x, "scale_0_1")))
+  got = graphs.explain_outputs(tapped, inputs)
   assert_outputs_close(got, reference_outputs(tapped, x, "scale_0_1"), atol=1e-6)
   # The layers are restored: the plain model still gives its plain logits.
   plain = tf.constant(x / 255.0, tf.float32)
   np.testing.assert_allclose(tapped.logits(plain).numpy(),
                              atcon_tf.TappedModel(model, target_layer).logits(plain).numpy())
-
-
-@pytest.mark.parametrize("name", sorted(sig.PREPROCESSING))
-def test_preprocessing_graph_matches_numpy(name):
-  x = _pixels(2, seed=10)
-  np.testing.assert_allclose(sig.preprocess(tf.constant(x.astype(np.uint8)), name).numpy(),
-                             sig.preprocess_numpy(x, name), rtol=1e-6, atol=1e-5)
 
 
 def test_export_rejects_bad_arguments(tmp_path, exported):
@@ -280,7 +320,7 @@ def test_export_rejects_bad_arguments(tmp_path, exported):
   with pytest.raises(ValueError, match="does not match"):
     export_lib.export_model(model, tmp_path, "m", image_size=32)
   with pytest.raises(FileExistsError):
-    export_lib.export_model(model, export_dir, "tiny", version=1)
+    export_lib.export_model(model, export_dir, "tiny", version=1, preprocessing="scale_0_1")
   with pytest.raises(FileNotFoundError, match="best.keras"):
     export_lib.export_model(str(tmp_path), tmp_path, "m")
   inputs = keras.Input((None, None, 3))
@@ -295,4 +335,6 @@ def test_info_json_is_valid(exported):
   with open(os.path.join(exported[2], "assets.extra", export_lib.EXPORT_INFO_FILE)) as f:
     info = json.load(f)
   assert info["signatures"] == list(export_lib.SIGNATURES)
-  assert info["preprocessing_formula"] == sig.PREPROCESSING["scale_0_1"]
+  assert info["preprocessing_formula"] == preprocessing.get("scale_0_1").formula
+  assert ServingContract.from_json(info["contract"]) == export_lib.load_contract(exported[2])
+  assert info["contract"]["preprocessing"] == "scale_0_1" and info["contract"]["target_layer"] == "features"

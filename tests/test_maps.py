@@ -6,7 +6,7 @@ import tensorflow as tf
 
 import atcon_tf
 from atcon_tf import maps
-from atcon_tf import testing
+from atcon_tf import backbones, testing
 from atcon_tf.maps import processing
 from tests import hand_models
 
@@ -122,7 +122,7 @@ def test_smoothgrad_without_noise_is_squared_gradient():
 def test_gradcam_equals_tf_keras_vis():
   from tf_keras_vis.gradcam import Gradcam
   from tf_keras_vis.utils.scores import CategoricalScore
-  model = testing.small_resnet(image_size=32, classes=5, seed=5)
+  model = backbones.small_resnet(image_size=32, classes=5, seed=5)
   tapped = atcon_tf.TappedModel(model)
   assert tapped.target_layer_path == "stage3_block1_out"
   x = tf.random.normal([3, 32, 32, 3], seed=2)
@@ -137,7 +137,7 @@ def test_gradcam_equals_tf_keras_vis():
 
 
 def test_batched_maps_equal_per_image_loop():
-  tapped = atcon_tf.TappedModel(testing.small_resnet(image_size=32, classes=5, seed=6))
+  tapped = atcon_tf.TappedModel(backbones.small_resnet(image_size=32, classes=5, seed=6))
   x = tf.random.normal([4, 32, 32, 3], seed=3)
   batched = maps.gradcam(tapped, x, relu=False)
   gb = maps.guided_backprop(tapped, x, batched.class_ids)

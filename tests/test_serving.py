@@ -37,7 +37,7 @@ from serving import config as config_lib  # noqa: E402
 from serving import export as export_lib  # noqa: E402
 from serving import tensors  # noqa: E402
 from serving.client import ServingClient, ServingError  # noqa: E402
-from serving.reference import reference_outputs, reference_predict  # noqa: E402
+from tests.conftest import reference_outputs, reference_predict  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 16
@@ -111,7 +111,7 @@ def setup(tmp_path_factory):
   root = tmp_path_factory.mktemp("serving")
   export_dir = str(root / "exports")
   model = tiny_cnn(SIZE, classes=CLASSES)
-  path = export_lib.export_model(model, export_dir, "tiny")
+  path = export_lib.export_model(model, export_dir, "tiny", preprocessing="scale_0_1")
   # A second model name over a copy of the same export, for the hot-swap test.
   shutil.copytree(path, os.path.join(export_dir, "swap", "1"))
   config_path = config_lib.write_models_config(
@@ -490,7 +490,7 @@ def test_hot_swap_during_requests_has_no_failures(setup):
     t.start()
   try:
     time.sleep(0.5)
-    path = export_lib.export_model(new_model, setup["export_dir"], "swap")
+    path = export_lib.export_model(new_model, setup["export_dir"], "swap", preprocessing="scale_0_1")
     assert path.endswith(os.path.join("swap", "2"))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -14,6 +14,7 @@ import collections
 
 import tensorflow as tf
 
+from atcon_tf import choices
 from atcon_tf.losses import similarity as similarity_lib
 from atcon_tf.maps import processing
 from atcon_tf.maps.gradcam import gradcam
@@ -21,7 +22,7 @@ from atcon_tf.maps.guided_backprop import guided_backprop
 from atcon_tf.maps.integrated_gradients import integrated_gradients
 from atcon_tf.maps.smoothgrad import smoothgrad
 
-ATTENTIONS = ("gb_mask", "gb_map", "gb_pooled", "cam_mask", "smoothgrad", "ig_mask")
+ATTENTIONS = choices.ATTENTIONS
 
 ConsistencyResult = collections.namedtuple(
     "ConsistencyResult", ["costs", "logits", "class_ids", "maps1", "maps2", "mask", "mask_logits"])
@@ -33,11 +34,12 @@ class ConsistencyConfig(collections.namedtuple(
      "smoothgrad_samples", "smoothgrad_noise"])):
   """Hyperparameters of the loss; defaults are the authors' (method.md §3)."""
 
-  def __new__(cls, attention="gb_mask", similarity="pearson", mask_intensity=8.0,
-              cam_mask_intensity=32.0, ig_steps=5, smoothgrad_samples=25, smoothgrad_noise=0.15):
-    if attention not in ATTENTIONS:
-      raise ValueError(f"Unknown attention variant {attention!r}; choose one of {list(ATTENTIONS)}.")
-    similarity_lib.get_similarity(similarity)
+  def __new__(cls, attention=choices.DEFAULT_ATTENTION, similarity=choices.DEFAULT_SIMILARITY,
+              mask_intensity=choices.MASK_INTENSITY, cam_mask_intensity=choices.CAM_MASK_INTENSITY,
+              ig_steps=choices.IG_STEPS, smoothgrad_samples=choices.SMOOTHGRAD_SAMPLES,
+              smoothgrad_noise=choices.SMOOTHGRAD_NOISE):
+    choices.check("attention variant", attention, ATTENTIONS)
+    choices.check("similarity", similarity, choices.SIMILARITIES)
     return super().__new__(cls, attention, similarity, float(mask_intensity),
                            float(cam_mask_intensity), int(ig_steps), int(smoothgrad_samples),
                            float(smoothgrad_noise))
@@ -51,18 +53,19 @@ def _masked(x, mask):
   return x * mask[..., None]
 
 
-def consistency_per_image(tapped, x, config=None, **overrides):
+def consistency_per_image(tapped, x, config=None, class_ids=None, **overrides):
   """ATCON costs per example (B,) plus the maps that were compared.
 
   `config` is a ConsistencyConfig; keyword overrides build one. The loss is
-  `mean(costs)`, in [-1, 1] for Pearson.
+  `mean(costs)`, in [-1, 1] for Pearson. `class_ids` (None / -1 = top-1, the loss's
+  definition) lets evaluation and serving report the cost of another class.
   """
   if config is None:
     config = ConsistencyConfig(**overrides)
   elif overrides:
     config = config._replace(**overrides)
   x = tf.convert_to_tensor(x)
-  first = gradcam(tapped, x, relu=False)
+  first = gradcam(tapped, x, class_ids, relu=False)
   classes = first.class_ids
   cam = first.cam
   mask = mask_logits = None

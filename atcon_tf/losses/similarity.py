@@ -11,6 +11,7 @@ import math
 
 import tensorflow as tf
 
+from atcon_tf import choices
 from atcon_tf.maps import processing
 
 
@@ -64,10 +65,9 @@ SIMILARITIES = {
     "cross_correlation": cross_correlation_cost,
     "ssim": ssim_cost,
 }
+assert tuple(SIMILARITIES) == choices.SIMILARITIES
 
 
 def get_similarity(name):
-  try:
-    return SIMILARITIES[name]
-  except KeyError:
-    raise ValueError(f"Unknown similarity {name!r}; choose one of {sorted(SIMILARITIES)}.") from None
+  choices.check("similarity", name, choices.SIMILARITIES)
+  return SIMILARITIES[name]

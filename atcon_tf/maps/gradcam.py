@@ -13,18 +13,19 @@ from atcon_tf.maps import targets
 GradCamResult = collections.namedtuple("GradCamResult", ["cam", "logits", "class_ids"])
 
 
-def gradcam(tapped, x, class_ids=None, relu=True):
+def gradcam(tapped, x, class_ids=None, relu=True, target=None):
   """Grad-CAM at the tapped layer's resolution: cam (B, h, w), logits, class_ids.
 
+  `class_ids`: None / -1 = top-1; `target`: any `targets` callable instead (e.g. `SumOfLogits()`).
   Examples are independent in inference mode, so one gradient of the summed target
   logits gives every example's own dz_c/dA.
   """
   x = tf.convert_to_tensor(x)
   with tf.GradientTape() as tape:
     features, logits = tapped.features_and_logits(x, tape=tape)
-    class_ids = targets.resolve_classes(logits, class_ids)
-    target = tf.reduce_sum(targets.target_logits(logits, class_ids))
-  grads = tape.gradient(target, features)
+    scores, class_ids = targets.as_target(class_ids, target)(logits)
+    total = tf.reduce_sum(scores)
+  grads = tape.gradient(total, features)
   if grads is None:
     raise ValueError(
         f"The logits do not depend on layer {tapped.target_layer_path!r}: choose another target layer.")

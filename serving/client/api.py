@@ -1,21 +1,15 @@
-"""gRPC client for TF Serving (and the local `serving.server`): predictions with attention maps.
+"""The gRPC client library for TF Serving (and the local `serving.server`).
 
-Library:
-  from serving.client import ServingClient
   with ServingClient("127.0.0.1:8500", timeout=30, max_message_mb=64) as client:
     result = client.predict(["cat.png"], model="atcon")     # encoded files -> predict_bytes
     result = client.predict(images, model="atcon")           # (B, H, W, 3) -> serving_default
     result["probabilities"], result["gradcam"], result.version
     client.metadata("atcon"); client.status("atcon")
-CLI:
-  python -m serving.client --server=127.0.0.1:8500 --model=atcon --out_dir=overlays a.png b.jpg
-prints the top classes of each image and writes Grad-CAM / guided-backprop overlays.
 
 Every gRPC failure is raised as `ServingError` (status code, details, the call, a hint).
 """
 import collections.abc
 import os
-import sys
 import time
 
 import grpc
@@ -337,119 +331,3 @@ def _cast_pixels(values, dtype):
   if dtype == "float32" and values.dtype != np.float32:
     return values.astype(np.float32)
   return values
-
-
-# --- overlays -----------------------------------------------------------------------------
-def _jet(values):
-  """Jet colormap of values in [0, 1] -> uint8 RGB (no matplotlib needed)."""
-  v = np.clip(values, 0.0, 1.0)[..., None]
-  r = np.clip(1.5 - np.abs(4.0 * v - 3.0), 0, 1)
-  g = np.clip(1.5 - np.abs(4.0 * v - 2.0), 0, 1)
-  b = np.clip(1.5 - np.abs(4.0 * v - 1.0), 0, 1)
-  return (np.concatenate([r, g, b], axis=-1) * 255).astype(np.uint8)
-
-
-def overlay(image, attention, alpha=0.5, weighted=False):
-  """RGB uint8 image (H, W, 3) + map in [0, 1] (any size) -> RGB uint8 overlay (H, W, 3).
-
-  weighted=True blends each pixel by its map value (sparse maps such as guided backprop
-  keep the image visible where the map is zero).
-  """
-  from PIL import Image
-
-  image = np.asarray(image)
-  if image.ndim == 2:
-    image = np.repeat(image[..., None], 3, axis=-1)
-  height, width = image.shape[:2]
-  resized = Image.fromarray(np.asarray(attention, np.float32), mode="F").resize(
-      (width, height), Image.BILINEAR)
-  values = np.clip(np.asarray(resized), 0.0, 1.0)
-  heat = _jet(values).astype(np.float32)
-  weight = alpha * (values[..., None] if weighted else 1.0)
-  blended = (1.0 - weight) * image[..., :3].astype(np.float32) + weight * heat
-  return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
-
-
-def write_overlays(image_path, result, index, out_dir):
-  """Writes OUT_DIR/<stem>_gradcam.png and <stem>_guided_backprop.png; returns the paths."""
-  from PIL import Image
-
-  os.makedirs(out_dir, exist_ok=True)
-  with Image.open(image_path) as img:
-    rgb = np.asarray(img.convert("RGB"))
-  stem = os.path.splitext(os.path.basename(image_path))[0]
-  written = []
-  for key, weighted in (("gradcam", False), ("guided_backprop", True)):
-    if key not in result:
-      continue
-    path = os.path.join(out_dir, f"{stem}_{key}.png")
-    Image.fromarray(overlay(rgb, result[key][index], alpha=0.5 if not weighted else 0.9,
-                            weighted=weighted)).save(path)
-    written.append(path)
-  return written
-
-
-def define_flags():
-  from absl import flags
-
-  flags.DEFINE_string("server", "127.0.0.1:8500", "host:port of TF Serving's gRPC API.")
-  flags.DEFINE_string("model", None, "Model name.")
-  flags.DEFINE_integer("version", None, "Model version (default: the latest).")
-  flags.DEFINE_string("signature", None, "Signature (default: predict_bytes, or "
-                      "explain_class_bytes with --class_id).")
-  flags.DEFINE_integer("class_id", None, "Explain this class instead of the top-1.")
-  flags.DEFINE_integer("top_k", 3, "Classes to print per image.")
-  flags.DEFINE_string("labels", None, "Text file with one class name per line.")
-  flags.DEFINE_string("out_dir", ".", "Where to write <image>_gradcam.png and "
-                      "<image>_guided_backprop.png overlays ('' = none).")
-  flags.DEFINE_float("timeout", 30.0, "Seconds per call.")
-  flags.DEFINE_integer("max_message_mb", 64, "Largest message sent or received.")
-  flags.mark_flag_as_required("model")
-
-
-def main(argv):
-  from absl import flags
-
-  f = flags.FLAGS
-  paths = argv[1:]
-  if not paths:
-    raise SystemExit("Pass one or more image files.")
-  labels = None
-  if f.labels:
-    with open(f.labels) as fh:
-      labels = [line.strip() for line in fh if line.strip()]
-  class_ids = None if f.class_id is None else [f.class_id] * len(paths)
-  with ServingClient(f.server, timeout=f.timeout, max_message_mb=f.max_message_mb) as client:
-    try:
-      result = client.predict(paths, f.model, signature=f.signature, version=f.version,
-                              class_ids=class_ids)
-    except (ServingError, FileNotFoundError, ValueError) as e:
-      print(f"error: {e}", file=sys.stderr)
-      return 1
-  print(f"model {result.model} version {result.version} signature {result.signature}")
-  probabilities = result.get("probabilities")
-  for i, path in enumerate(paths):
-    parts = []
-    if probabilities is not None:
-      order = np.argsort(-probabilities[i])[:f.top_k]
-      for c in order:
-        name = labels[c] if labels and c < len(labels) else str(c)
-        parts.append(f"{name} {probabilities[i, c]:.3f}")
-    line = f"{path}: " + ", ".join(parts)
-    if "class_ids" in result:
-      line += f" | explained class {int(result['class_ids'][i])}"
-    if "consistency" in result:
-      line += f" | consistency {float(result['consistency'][i]):+.3f}"
-    print(line)
-    if f.out_dir:
-      for written in write_overlays(path, result, i, f.out_dir):
-        print(f"  wrote {written}")
-  return 0
-
-
-if __name__ == "__main__":
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  from absl import app
-
-  define_flags()
-  app.run(lambda argv: sys.exit(main(argv)))

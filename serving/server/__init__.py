@@ -1,0 +1,49 @@
+"""A local gRPC server with TF Serving's API, for local use and tests (production: TF Serving).
+
+  python -m serving.server --model_base_path=EXPORT_DIR/NAME --model_name=NAME --port=8500
+  python -m serving.server --model_config_file=models.config --port=8500
+
+It implements `tensorflow.serving.PredictionService` (`Predict`, `GetModelMetadata`,
+`Classify`) and `ModelService` (`GetModelStatus`, `HandleReloadConfigRequest`) over the
+`BASE_PATH/VERSION/` SavedModel layout, with TF Serving's semantics:
+- version policy (latest N by default, all, specific), explicit `version` or `version_label`;
+- `signature_name` (default `serving_default`), `output_filter`;
+- status codes and messages of TF Serving for unknown models / versions (NOT_FOUND), unknown
+  signatures (FAILED_PRECONDITION, as TF Serving's predict_util.cc), input-set mismatches and
+  bad output filters (INVALID_ARGUMENT);
+- inputs are validated against the signature BEFORE the graph runs, so that no request can
+  crash the server;
+- a background poller loads a new version, replays its warm-up requests, then swaps it in
+  atomically; the old version is unloaded after its in-flight requests finish.
+Not implemented (TF Serving only): server-side batching, Regress, MultiInference, the REST API.
+
+Modules, one job each:
+- `validation`: request validation against a signature; `ServingError` and its status codes.
+- `servable`: `Signature`, `Servable` (one loaded SavedModel version, its warm-up).
+- `manager`: `ModelManager` (version policy, poller, loading / unloading, request routing).
+- `services`: the gRPC servicers and `LocalServer`.
+- `__main__`: the command line.
+"""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is first imported.
+
+# pylint: disable=wrong-import-position
+from serving.server.manager import MAX_LOAD_ATTEMPTS  # noqa: E402
+from serving.server.manager import ModelManager  # noqa: E402
+from serving.server.manager import ModelState  # noqa: E402
+from serving.server.manager import State  # noqa: E402
+from serving.server.manager import server_config_from_flags  # noqa: E402
+from serving.server.servable import CLASSIFY_METHOD  # noqa: E402
+from serving.server.servable import DEFAULT_SIGNATURE  # noqa: E402
+from serving.server.servable import MAX_WARMUP_RECORDS  # noqa: E402
+from serving.server.servable import PREDICT_METHOD  # noqa: E402
+from serving.server.servable import REGRESS_METHOD  # noqa: E402
+from serving.server.servable import Servable  # noqa: E402
+from serving.server.servable import Signature  # noqa: E402
+from serving.server.servable import TensorSpec  # noqa: E402
+from serving.server.services import LocalServer  # noqa: E402
+from serving.server.services import ModelService  # noqa: E402
+from serving.server.services import PredictionService  # noqa: E402
+from serving.server.validation import ServingError  # noqa: E402
+from serving.server.validation import invalid  # noqa: E402

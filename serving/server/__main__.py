@@ -1,0 +1,61 @@
+"""The local server's command line (for local use and tests; production: TF Serving).
+
+  python -m serving.server --model_base_path=EXPORT_DIR/NAME --model_name=NAME --port=8500
+  python -m serving.server --model_config_file=models.config --port=8500
+
+Prints `Serving NAMES on HOST:PORT (gRPC, TF Serving API)` once the models are loaded (with
+--port=0 the port is any free one); SIGINT / SIGTERM stop it.
+"""
+import logging
+import signal
+import threading
+
+from absl import app
+from absl import flags
+from absl import logging as absl_logging
+
+from serving.server.manager import server_config_from_flags
+from serving.server.services import LocalServer
+
+log = logging.getLogger("serving.server")
+
+
+def define_flags():
+  flags.DEFINE_string("model_base_path", None, "EXPORT_DIR/NAME, holding version folders.")
+  flags.DEFINE_string("model_name", None, "Model name (default: the base path's last folder).")
+  flags.DEFINE_string("model_config_file", None, "A models.config (ModelServerConfig text).")
+  flags.DEFINE_string("host", "127.0.0.1", "Address to bind (0.0.0.0 exposes the server).")
+  flags.DEFINE_integer("port", 8500, "gRPC port (0: any free port, printed at start).")
+  flags.DEFINE_float("file_system_poll_wait_seconds", 1.0, "Period of the version poller.")
+  flags.DEFINE_integer("max_message_mb", 64, "Largest request/response message.")
+  flags.DEFINE_integer("threads", 8, "gRPC worker threads (concurrent requests).")
+  flags.DEFINE_boolean("warmup", True, "Replay assets.extra warm-up requests before serving.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise SystemExit(f"Unexpected arguments: {argv[1:]}")
+  f = flags.FLAGS
+  absl_logging.set_verbosity(absl_logging.WARNING)  # TF's loading chatter.
+  log.setLevel(logging.INFO)  # Loads, swaps and unloads of versions.
+  try:
+    server_config = server_config_from_flags(f.model_name, f.model_base_path,
+                                             f.model_config_file)
+  except ValueError as e:
+    raise SystemExit(str(e)) from None
+  server = LocalServer(server_config, host=f.host, port=f.port,
+                       poll_seconds=f.file_system_poll_wait_seconds,
+                       max_message_mb=f.max_message_mb, threads=f.threads, warmup=f.warmup)
+  server.start()
+  done = threading.Event()
+  for signum in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(signum, lambda *_: done.set())
+  print(f"Serving {', '.join(server.manager.model_names())} on {server.target} "
+        f"(gRPC, TF Serving API)", flush=True)
+  done.wait()
+  server.stop()
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

@@ -1,0 +1,207 @@
+"""TF Serving's gRPC services over a ModelManager, and the server that hosts them.
+
+`tensorflow.serving.PredictionService` (`Predict`, `GetModelMetadata`, `Classify`) and
+`ModelService` (`GetModelStatus`, `HandleReloadConfigRequest`), with TF Serving's status codes
+and messages; an unexpected error is INTERNAL, never a crash. Outputs are sent as
+`tensor_content` (raw bytes). The server binds 127.0.0.1 by default.
+Not implemented (TF Serving only): server-side batching, Regress, MultiInference, the REST API.
+"""
+import logging
+from concurrent import futures
+
+import grpc
+import numpy as np
+from google.protobuf import wrappers_pb2
+from tensorflow.core.protobuf import error_codes_pb2
+from tensorflow_serving.apis import classification_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2
+from tensorflow_serving.apis import get_model_status_pb2
+from tensorflow_serving.apis import model_management_pb2
+from tensorflow_serving.apis import model_pb2
+from tensorflow_serving.apis import model_service_pb2_grpc
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+from tensorflow_serving.apis import status_pb2
+
+from serving import tensors
+from serving.server.manager import ModelManager
+from serving.server.servable import CLASSIFY_METHOD
+from serving.server.validation import ServingError, invalid
+
+log = logging.getLogger("serving.server")
+
+
+def _model_spec(name, version, signature_name=None):
+  spec = model_pb2.ModelSpec(name=name, version=wrappers_pb2.Int64Value(value=version))
+  if signature_name:
+    spec.signature_name = signature_name
+  return spec
+
+
+def _guarded(method):
+  """Maps ServingError to its status; anything unexpected to INTERNAL (never crash)."""
+
+  def wrapper(self, request, context):
+    try:
+      return method(self, request, context)
+    except ServingError as e:
+      error = e
+    except Exception as e:  # pylint: disable=broad-except
+      log.exception("Unexpected error in %s", method.__name__)
+      error = ServingError(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+    context.abort(error.code, error.message)
+
+  wrapper.__name__ = method.__name__
+  return wrapper
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+
+  def __init__(self, manager):
+    self.manager = manager
+
+  @_guarded
+  def Predict(self, request, context):
+    with self.manager.acquire(request.model_spec) as servable:
+      signature_name, outputs = servable.predict(request)
+      response = predict_pb2.PredictResponse(
+          model_spec=_model_spec(servable.name, servable.version, signature_name))
+      for alias, array in outputs.items():
+        response.outputs[alias].CopyFrom(tensors.to_tensor_proto(array))
+      return response
+
+  @_guarded
+  def GetModelMetadata(self, request, context):
+    fields = list(request.metadata_field)
+    if not fields:
+      raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
+    for field in fields:
+      if field != "signature_def":
+        raise invalid(f"Metadata field {field} is not supported")
+    with self.manager.acquire(request.model_spec) as servable:
+      response = get_model_metadata_pb2.GetModelMetadataResponse(
+          model_spec=_model_spec(servable.name, servable.version))
+      signature_map = get_model_metadata_pb2.SignatureDefMap()
+      for key, signature_def in servable.signature_defs.items():
+        signature_map.signature_def[key].CopyFrom(signature_def)
+      response.metadata["signature_def"].Pack(signature_map)
+      return response
+
+  @_guarded
+  def Classify(self, request, context):
+    """TF Serving's Classify: needs a signature whose method_name is .../classify."""
+    with self.manager.acquire(request.model_spec) as servable:
+      signature = servable.signature(request.model_spec.signature_name)
+      if signature.method_name != CLASSIFY_METHOD:
+        raise invalid(f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
+                      f"Was: {signature.method_name}")
+      kind = request.input.WhichOneof("kind")
+      if kind == "example_list":
+        examples = [e.SerializeToString() for e in request.input.example_list.examples]
+      elif kind == "example_list_with_context":
+        context_example = request.input.example_list_with_context.context
+        examples = []
+        for e in request.input.example_list_with_context.examples:
+          merged = type(e)()
+          merged.CopyFrom(context_example)
+          merged.MergeFrom(e)
+          examples.append(merged.SerializeToString())
+      else:
+        raise invalid("Input is empty")
+      if not examples:
+        raise invalid("Input is empty")
+      if list(signature.inputs) != ["inputs"]:
+        raise invalid("Classification signature must have exactly one input named 'inputs'")
+      array = np.empty(len(examples), dtype=object)
+      array[:] = examples
+      outputs = signature.run({"inputs": array}, [k for k in ("classes", "scores")
+                                                   if k in signature.outputs])
+      response = classification_pb2.ClassificationResponse(
+          model_spec=_model_spec(servable.name, servable.version, signature.key))
+      scores = outputs.get("scores")
+      classes = outputs.get("classes")
+      rows = len(scores if scores is not None else classes)
+      for i in range(rows):
+        result = response.result.classifications.add()
+        width = (scores if scores is not None else classes).shape[1]
+        for j in range(width):
+          entry = result.classes.add()
+          if classes is not None:
+            entry.label = classes[i, j].decode() if isinstance(classes[i, j], bytes) else str(
+                classes[i, j])
+          if scores is not None:
+            entry.score = float(scores[i, j])
+      return response
+
+  @_guarded
+  def Regress(self, request, context):
+    raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                       "Regress is not implemented by the local server (use TF Serving).")
+
+  @_guarded
+  def MultiInference(self, request, context):
+    raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                       "MultiInference is not implemented by the local server (use TF Serving).")
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+
+  def __init__(self, manager):
+    self.manager = manager
+
+  @_guarded
+  def GetModelStatus(self, request, context):
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for version, (state, status) in self.manager.status(request.model_spec):
+      response.model_version_status.add(version=version, state=state, status=status)
+    return response
+
+  @_guarded
+  def HandleReloadConfigRequest(self, request, context):
+    if request.config.WhichOneof("config") != "model_config_list":
+      raise invalid("ServerCore config must be a model_config_list")
+    try:
+      self.manager.set_config(request.config)
+    except ValueError as e:
+      raise invalid(str(e)) from None
+    self.manager.poll()
+    return model_management_pb2.ReloadConfigResponse(
+        status=status_pb2.StatusProto(error_code=error_codes_pb2.OK))
+
+
+# --- running ------------------------------------------------------------------------------
+class LocalServer:
+  """The gRPC server and its model manager. `start()` loads the models, then listens."""
+
+  def __init__(self, server_config, host="127.0.0.1", port=8500, poll_seconds=1.0,
+               max_message_mb=64, threads=8, warmup=True):
+    self.manager = ModelManager(server_config, poll_seconds=poll_seconds, warmup=warmup)
+    limit = int(max_message_mb * 1024 * 1024)
+    self.server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
+        options=[("grpc.max_send_message_length", limit),
+                 ("grpc.max_receive_message_length", limit),
+                 ("grpc.so_reuseport", 0)])
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(self.manager), self.server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.manager),
+                                                             self.server)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    self.port = self.server.add_insecure_port(address)
+    if not self.port:
+      raise OSError(f"Cannot bind {address}.")
+    self.host = host
+
+  @property
+  def target(self):
+    return f"{self.host}:{self.port}"
+
+  def start(self):
+    self.manager.start()
+    self.server.start()
+    return self
+
+  def stop(self, grace=5.0):
+    self.server.stop(grace).wait()
+    self.manager.stop()
+
