@@ -1,10 +1,10 @@
 """`ATCONModel`: a Keras model whose `train_step` optimises attention consistency.
 
 Wraps any classifier (weights shared, not copied). Schedules (method.md §2):
-- `supervised`: cross-entropy on labelled batches `(x, y)`.
+- `supervised`: cross-entropy on labeled batches `(x, y)`.
 - `atcon`: unsupervised fine-tuning; batches are `x` (labels, if present, are ignored).
 - `alternating`: batches are dicts from `training_data.alternating_dataset`: each batch is
-  labelled (supervised step) or not (ATCON step); `alpha` oversamples the labelled set there.
+  labeled (supervised step) or not (ATCON step); `alpha` oversamples the labeled set there.
 - `combining`: dicts from `training_data.combining_dataset`; loss = L_sup + alpha * L_atcon.
 Supervised steps run BatchNorm in training mode; the ATCON loss runs it in inference mode.
 Losses are divided by the number of replicas, so gradients summed by `tf.distribute`
@@ -175,7 +175,7 @@ class ATCONModel(keras.Model):
   def train_step(self, data):
     schedule = self.schedule
     if schedule == "supervised":
-      x, y = _unpack_labelled(data)
+      x, y = _unpack_labeled(data)
       grads, (loss, logits) = self._gradients(lambda: self._supervised(x, y, True))
       self.supervised_loss_tracker.update_state(loss)
       self._update_metrics(x, y, logits)
@@ -185,11 +185,11 @@ class ATCONModel(keras.Model):
       self.consistency_tracker.update_state(loss)
       self._track_mask(result)
     elif schedule == "combining":
-      x, y, x_unlabelled = data["image"], data["label"], data["unlabeled_image"]
+      x, y, x_unlabeled = data["image"], data["label"], data["unlabeled_image"]
 
       def combined():
         sup, logits = self._supervised(x, y, True)
-        cons, result = self._consistency(x_unlabelled)
+        cons, result = self._consistency(x_unlabeled)
         return sup + self.alpha * cons, sup, cons, logits, result
 
       grads, (loss, sup, cons, logits, result) = self._gradients(combined)
@@ -199,7 +199,7 @@ class ATCONModel(keras.Model):
       self._update_metrics(x, y, logits)
     else:  # alternating
       x, y = data["image"], data["label"]
-      labelled = tf.reshape(tf.cast(data["is_labeled"], tf.bool), [-1])[0]
+      labeled = tf.reshape(tf.cast(data["is_labeled"], tf.bool), [-1])[0]
 
       def supervised_branch():
         grads, (loss, logits) = self._gradients(lambda: self._supervised(x, y, True))
@@ -209,9 +209,9 @@ class ATCONModel(keras.Model):
         grads, (loss, result) = self._gradients(lambda: self._consistency(x))
         return grads + [loss, result.logits]
 
-      outputs = tf.cond(labelled, supervised_branch, consistency_branch)
+      outputs = tf.cond(labeled, supervised_branch, consistency_branch)
       grads, loss, logits = outputs[:-2], outputs[-2], outputs[-1]
-      weight = tf.cast(labelled, loss.dtype)
+      weight = tf.cast(labeled, loss.dtype)
       self.supervised_loss_tracker.update_state(loss, sample_weight=weight)
       self.consistency_tracker.update_state(loss, sample_weight=1.0 - weight)
       self._update_metrics(x, y, logits, weight=weight)
@@ -220,7 +220,7 @@ class ATCONModel(keras.Model):
     return self._step_logs()
 
   def test_step(self, data):
-    """Inference-mode supervised loss and metrics (if labelled) and the consistency loss."""
+    """Inference-mode supervised loss and metrics (if labeled) and the consistency loss."""
     if isinstance(data, dict):
       x, y = data["image"], data.get("label")
     else:
@@ -243,7 +243,7 @@ class ATCONModel(keras.Model):
     return self.probabilities(self.tapped.logits(x))
 
 
-def _unpack_labelled(data):
+def _unpack_labeled(data):
   if isinstance(data, dict):
     return data["image"], data["label"]
   if isinstance(data, (tuple, list)) and len(data) >= 2:

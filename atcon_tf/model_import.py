@@ -58,7 +58,7 @@ def resolve_model_path(path) -> str:
   return path
 
 
-def _run_config(model_path: str) -> dict:
+def run_config(model_path: str) -> dict:
   """The trainer's config.json next to the model file, or one folder up (stage folders)."""
   folder = os.path.dirname(os.path.abspath(model_path))
   for candidate in (folder, os.path.dirname(folder)):
@@ -87,7 +87,7 @@ def load_model(model_or_path) -> LoadedModel:
   classifier = getattr(model, "classifier", model) if recorded is not None else model
   contract = recorded if recorded is not None else contract_lib.ServingContract()
   if contract.preprocessing is None and path is not None:
-    run = _run_config(path)
+    run = run_config(path)
     if run.get("preprocessing"):
       contract = contract.with_overrides(source=RUN_CONFIG_FILE, preprocessing=run["preprocessing"])
   shape = tuple(getattr(classifier, "input_shape", None) or ())

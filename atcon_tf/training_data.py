@@ -25,7 +25,7 @@ def alternating_dataset(labeled, unlabeled, alpha, labeled_size, unlabeled_size,
   """Batches drawn from `labeled` with probability p, else from `unlabeled`, forever.
 
   Both inputs are *batched* datasets: `labeled` of `(x, y)`, `unlabeled` of `x` or `(x, ...)`.
-  Each output batch is `{"image", "label", "is_labeled"}`; unlabelled batches carry zero
+  Each output batch is `{"image", "label", "is_labeled"}`; unlabeled batches carry zero
   labels that the model never reads. Use `alternating_steps` as `steps_per_epoch`.
   """
   p = labeled_probability(alpha, labeled_size, unlabeled_size)
@@ -46,7 +46,7 @@ def alternating_dataset(labeled, unlabeled, alpha, labeled_size, unlabeled_size,
 
 
 def combining_dataset(labeled, unlabeled):
-  """Pairs each labelled batch with an unlabelled one (restarted when exhausted)."""
+  """Pairs each labeled batch with an unlabeled one (restarted when exhausted)."""
 
   def pair(labeled_batch, unlabeled_batch):
     x, y = labeled_batch

@@ -1,108 +1,65 @@
 """Few-label study: supervised baseline vs ATCON (two_stage) on the synthetic house_numbers benchmark.
 
-For every N (labelled images per class) and seed, one `trainers.finetune` two_stage run: stage 1 trains the
+For every N (labeled images per class) and seed, one `trainers.finetune` two_stage run: stage 1 trains the
 baseline on N labels per class (best checkpoint by validation loss), stage 2 fine-tunes that checkpoint with the
-ATCON loss (the authors' protocol, method.md §2). Both checkpoints are evaluated on the same test images:
-macro-F1 and the WSD IoU (method.md §6.2, on the images both models classify correctly) with bootstrap 90% CIs
-and bstrap p-values per run, then means over seeds with a 90% t-interval.
+ATCON loss (the authors' protocol, docs/method.md). Both checkpoints are evaluated on the same test images:
+macro-F1 and the WSD IoU (docs/method.md, on the images both models classify correctly) with bootstrap 90% CIs
+and the evaluator's paired p-values per run, then means over seeds with a 90% t-interval.
 
   python bench/fewlabels.py --out=DIR                 # the study: N in {2, 8}, seeds 0,1,2 (GPU machine advised)
   python bench/fewlabels.py --quick --out=/tmp/fl     # sanity run: tiny sizes, a few minutes on 2 CPU cores
-  python bench/fewlabels.py --out=DIR --labels_per_class=2,4,8,16 --seeds=0,1,2,3,4 --image_size=64 \\
+  python bench/fewlabels.py --out=DIR --study_labels=2,4,8,16 --seeds=0,1,2,3,4 --image_size=64 \\
       --house_numbers_config=multi --epochs=60 --atcon_epochs=40
+
+Every trainer flag works here (they are generated from `trainers.config.Config`); the study's defaults are the
+`fewlabels` preset (`fewlabels_quick` with --quick). Its own flags: --out, --study_labels, --seeds, --quick.
 
 Writes DIR/results.md (the markdown tables, also printed) and DIR/results.json; each run keeps its workdir in
 DIR/runs/N<n>_seed<s>/ and a finished run is reused when the study is restarted (so it can be resumed).
 house_numbers is SYNTHETIC (not SVHN): it measures relative effects, not the paper's numbers.
 """
-import argparse
 import json
 import math
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+from trainers import config as config_lib  # noqa: E402
 
 BASELINE, ATCON = "supervised (stage 1)", "atcon (stage 2)"
+_PER_RUN = ("labels_per_class", "seed", "workdir", "schedule")  # set by the study for each run
 
-# The study's defaults (argparse defaults below) and the --quick overrides.
-QUICK = dict(labels_per_class="2,8", seeds="0,1,2", image_size=32, house_numbers_sizes="400,64,200", epochs=3,
-             steps_per_epoch=8, batch_size=16, atcon_epochs=2, atcon_steps_per_epoch=4, resnet_width=8,
-             test_size=200, bootstrap=200, pvalue_resamples=200)
-
-
-def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--out", required=True, help="Output folder (results.md, results.json, runs/).")
-  p.add_argument("--quick", action="store_true", help="Tiny sanity run (overrides the size/epoch flags).")
-  p.add_argument("--labels_per_class", default="2,8", help="Comma-separated N values.")
-  p.add_argument("--seeds", default="0,1,2", help="Comma-separated seeds (>= 3 for the study).")
-  p.add_argument("--house_numbers_config", default="single", choices=["single", "multi"])
-  p.add_argument("--house_numbers_sizes", default="14000,500,2000", help="Generated TRAIN,VALIDATION,TEST scenes.")
-  p.add_argument("--data_dir", default=None, help="tfds data_dir for the generated scenes.")
-  p.add_argument("--image_size", type=int, default=32)
-  p.add_argument("--backbone", default="small_resnet", choices=["small_resnet", "resnet50", "mobilenet_v2"])
-  p.add_argument("--weights", default="auto", help="imagenet | none | PATH (keras.applications backbones).")
-  p.add_argument("--resnet_width", type=int, default=16)
-  p.add_argument("--resnet_blocks", default="1,1,1")
-  p.add_argument("--batch_size", type=int, default=16)
-  p.add_argument("--epochs", type=int, default=40, help="Supervised epochs (validation after each).")
-  p.add_argument("--steps_per_epoch", type=int, default=50, help="Supervised steps per epoch.")
-  p.add_argument("--lr", type=float, default=1e-3)
-  p.add_argument("--atcon_epochs", type=int, default=20)
-  p.add_argument("--atcon_steps_per_epoch", type=int, default=25)
-  p.add_argument("--atcon_lr", type=float, default=1e-5)
-  p.add_argument("--unlabeled", default="labeled", choices=["labeled", "pool"],
-                 help="ATCON images: the N labelled ones (the authors' fine-tuning scripts) or the rest of train.")
-  p.add_argument("--mask_intensity", type=float, default=8.0)
-  p.add_argument("--augment", default="auto", choices=["auto", "none", "digits", "flip"],
-                 help="Training augmentation (auto: digits for house_numbers).")
-  p.add_argument("--val_size", type=int, default=500)
-  p.add_argument("--test_size", type=int, default=0, help="First K test scenes (0: all).")
-  p.add_argument("--bootstrap", type=int, default=1000)
-  p.add_argument("--pvalue_resamples", type=int, default=1000)
-  p.add_argument("--strategy", default="default", choices=["default", "mirrored"])
-  p.add_argument("--verbose", type=int, default=0, help="Keras verbosity inside each run.")
-  args = p.parse_args(argv)
-  if args.quick:
-    explicit = {a.split("=")[0].lstrip("-") for a in (argv if argv is not None else sys.argv[1:])}
-    for key, value in QUICK.items():
-      if key not in explicit:
-        setattr(args, key, value)
-  return args
+config_lib.define_flags(skip=_PER_RUN)
+flags.DEFINE_string("out", None, "Output folder (results.md, results.json, runs/).")
+flags.DEFINE_list("study_labels", ["2", "8"], "Labeled images per class, one two_stage run per value and seed.")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (>= 3 for the study).")
+flags.DEFINE_boolean("quick", False, "Tiny sanity run: the fewlabels_quick preset instead of fewlabels.")
+flags.mark_flag_as_required("out")
+FLAGS = flags.FLAGS
 
 
-def _ints(text):
-  return tuple(int(v) for v in str(text).split(",") if v.strip())
+def study_config():
+  """The study's Config: the (fewlabels or --config) preset, then every trainer flag given explicitly."""
+  name = FLAGS.config if FLAGS["config"].present else ("fewlabels_quick" if FLAGS.quick else "fewlabels")
+  return config_lib.config_from_flags(FLAGS, preset_name=name, dataset="house_numbers", schedule="two_stage")
 
 
-def run_config(args, n, seed):
-  from trainers import finetune
-
-  return finetune.preset(
-      "default", dataset="house_numbers", house_numbers_config=args.house_numbers_config,
-      house_numbers_sizes=_ints(args.house_numbers_sizes), data_dir=args.data_dir, image_size=args.image_size,
-      labels_per_class=n, unlabeled=args.unlabeled, val_size=args.val_size, test_size=args.test_size, seed=seed,
-      schedule="two_stage", mask_intensity=args.mask_intensity, augment=args.augment, backbone=args.backbone,
-      weights=args.weights,
-      resnet_width=args.resnet_width, resnet_blocks=_ints(args.resnet_blocks), epochs=args.epochs,
-      steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr,
-      atcon_epochs=args.atcon_epochs, atcon_steps_per_epoch=args.atcon_steps_per_epoch, atcon_lr=args.atcon_lr,
-      strategy=args.strategy, workdir=os.path.join(args.out, "runs", f"N{n}_seed{seed}"), viz_every=0,
-      bootstrap=args.bootstrap, pvalue_resamples=args.pvalue_resamples, verbose=args.verbose)
+def run_config(base, out, n, seed):
+  return base.replace(labels_per_class=n, seed=seed, workdir=os.path.join(out, "runs", f"N{n}_seed{seed}"))
 
 
-def one_run(args, n, seed):
+def one_run(base, out, n, seed):
   """metrics.json of the (n, seed) run, training it unless a finished one is on disk."""
   import keras
 
   from trainers import finetune
 
-  cfg = run_config(args, n, seed)
+  cfg = run_config(base, out, n, seed)
   path = os.path.join(cfg.workdir, finetune.METRICS_FILE)
   if os.path.isfile(path):
     with open(path) as f:
@@ -166,13 +123,13 @@ def _diff(a, b):
   return None if a is None or b is None else b - a
 
 
-def tables(rows, args) -> str:
-  lines = [f"## Few-label study: supervised baseline vs ATCON (two_stage), house_numbers/{args.house_numbers_config}"
+def tables(rows, cfg, tests="") -> str:
+  lines = [f"## Few-label study: supervised baseline vs ATCON (two_stage), house_numbers/{cfg.house_numbers_config}"
            " (SYNTHETIC, not SVHN)", "",
-           f"{args.backbone} ({'width ' + str(args.resnet_width) if args.backbone == 'small_resnet' else args.weights}"
-           f"), {args.image_size} px; supervised {args.epochs}x{args.steps_per_epoch} steps, batch "
-           f"{args.batch_size}, lr {args.lr:g}; ATCON {args.atcon_epochs}x{args.atcon_steps_per_epoch} steps, lr "
-           f"{args.atcon_lr:g}, w={args.mask_intensity:g}, on the {args.unlabeled} images; best checkpoint of each "
+           f"{cfg.backbone} ({'width ' + str(cfg.resnet_width) if cfg.backbone == 'small_resnet' else cfg.weights}"
+           f"), {cfg.image_size} px; supervised {cfg.epochs}x{cfg.steps_per_epoch} steps, batch "
+           f"{cfg.batch_size}, lr {cfg.lr:g}; ATCON {cfg.atcon_epochs}x{cfg.atcon_steps_per_epoch} steps, lr "
+           f"{cfg.atcon_lr:g}, w={cfg.mask_intensity:g}, on the {cfg.unlabeled} images; best checkpoint of each "
            "stage by validation supervised loss.", "",
            "### Mean over seeds (90% t-interval over seeds)", "",
            "| N/class | seeds | baseline F1 | ATCON F1 | ΔF1 | baseline IoU | ATCON IoU | ΔIoU | ATCON F1 > baseline |",
@@ -188,14 +145,14 @@ def tables(rows, args) -> str:
     wins = sum(1 for r in rs if (_diff(r["baseline_macro_f1"], r["atcon_macro_f1"]) or 0) > 0)
     lines.append(f"| {n} | {len(rs)} | " + " | ".join(cells) + f" | {wins}/{len(rs)} |")
   chance = [r for r in rows if r["baseline_accuracy"] is not None and r["baseline_accuracy"] < 1.5 / 10]
-  lines += ["", "IoU: WSD IoU (method.md §6.2) on the test images both checkpoints classify correctly."]
+  lines += ["", "IoU: WSD IoU (docs/method.md) on the test images both checkpoints classify correctly."]
   if chance:
     lines += ["", f"**Note:** the baseline's accuracy is at chance level (< 1.5/10) in {len(chance)} of {len(rows)} "
               "runs: with so few labels a network trained from scratch memorises its training images, and F1 / IoU "
               "differences then measure noise. Use more labels, more steps or a pretrained backbone "
               "(--backbone=resnet50 --weights=PATH) for a meaningful comparison."]
   lines += ["",
-            "### Per run (test-set bootstrap 90% CI; p: bstrap pooled bootstrap test)", "",
+            f"### Per run (test-set bootstrap 90% CI; p-values: {tests or 'see results.json'})", "",
             "| N | seed | baseline F1 | ATCON F1 | p(F1) | baseline IoU | ATCON IoU | p(IoU) | both correct | "
             "pointing base→ATCON | consistency base→ATCON |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -210,28 +167,37 @@ def tables(rows, args) -> str:
   return "\n".join(lines)
 
 
-def main(argv=None):
-  args = parse_args(argv)
-  os.makedirs(args.out, exist_ok=True)
-  grid = [(n, s) for n in _ints(args.labels_per_class) for s in _ints(args.seeds)]
-  print(f"few-label study: {len(grid)} two_stage runs -> {args.out}" + (" (quick)" if args.quick else ""),
-        flush=True)
+def _tests_used(metrics) -> str:
+  """Which test gave each p-value, as the evaluator recorded it."""
+  tests = metrics["evaluation"]["comparison"].get("tests") or {}
+  return "; ".join(f"{k}: {v}" for k, v in tests.items()) if isinstance(tests, dict) else str(tests)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  base, out = study_config(), FLAGS.out
+  os.makedirs(out, exist_ok=True)
+  grid = [(int(n), int(s)) for n in FLAGS.study_labels for s in FLAGS.seeds]
+  print(f"few-label study: {len(grid)} two_stage runs -> {out} (preset {base.config})", flush=True)
+  settings = dict(json.loads(json.dumps(base.__dict__, default=list)), study_labels=FLAGS.study_labels,
+                  seeds=FLAGS.seeds)
   start = time.time()
   rows = []
   for i, (n, seed) in enumerate(grid, 1):
     t0 = time.time()
     print(f"[{i}/{len(grid)}] N={n} seed={seed} ...", flush=True)
-    metrics, reused = one_run(args, n, seed)
+    metrics, reused = one_run(base, out, n, seed)
     row = row_of(n, seed, metrics)
     rows.append(row)
     print(f"[{i}/{len(grid)}] N={n} seed={seed} {'reused' if reused else 'done'} in {time.time() - t0:.0f} s: "
           f"F1 {row['baseline_macro_f1']:.3f} -> {row['atcon_macro_f1']:.3f} (p={row['p_f1']:.3f}), "
           f"IoU {_fmt(row['baseline_wsd_iou_both_correct'])} -> {_fmt(row['atcon_wsd_iou_both_correct'])}; "
           f"elapsed {time.time() - start:.0f} s", flush=True)
-    with open(os.path.join(args.out, "results.json"), "w") as f:  # partial results survive an interruption
-      json.dump({"settings": vars(args), "runs": rows}, f, indent=2)
-  text = tables(rows, args)
-  with open(os.path.join(args.out, "results.md"), "w") as f:
+    with open(os.path.join(out, "results.json"), "w") as f:  # partial results survive an interruption
+      json.dump({"settings": settings, "runs": rows}, f, indent=2)
+  text = tables(rows, base, _tests_used(metrics))
+  with open(os.path.join(out, "results.md"), "w") as f:
     f.write(text + "\n")
   summary = {}
   for n in sorted({r["n"] for r in rows}):
@@ -239,12 +205,12 @@ def main(argv=None):
     summary[str(n)] = {f"{who}_{key}": dict(zip(("mean", "lower", "upper"), t_interval(
         [r[f"{who}_{key}"] for r in rs]))) for who in ("baseline", "atcon")
         for key in ("macro_f1", "wsd_iou_both_correct", "pointing_game", "consistency")}
-  with open(os.path.join(args.out, "results.json"), "w") as f:
-    json.dump({"settings": vars(args), "runs": rows, "summary": summary,
+  with open(os.path.join(out, "results.json"), "w") as f:
+    json.dump({"settings": settings, "runs": rows, "summary": summary,
                "seconds": round(time.time() - start, 1)}, f, indent=2)
-  print("\n" + text + f"\n\nWrote {os.path.join(args.out, 'results.md')} and results.json "
+  print("\n" + text + f"\n\nWrote {os.path.join(out, 'results.md')} and results.json "
         f"({time.time() - start:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

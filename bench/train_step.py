@@ -7,10 +7,7 @@ ratios are against the supervised step measured in the same run.
 """
 import argparse
 import os
-import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -20,12 +17,12 @@ import tensorflow as tf  # noqa: E402
 
 import atcon_tf  # noqa: E402
 from atcon_tf import losses  # noqa: E402
-from atcon_tf import testing  # noqa: E402
+from atcon_tf import backbones  # noqa: E402
 
 
 def _model(schedule):
-  model = atcon_tf.ATCONModel(testing.small_resnet(image_size=32, classes=10, seed=0),
-                              schedule=schedule, mask_intensity=8.0)
+  model = atcon_tf.ATCONModel(backbones.small_resnet(image_size=32, classes=10, seed=0),
+                              schedule=schedule)
   model.compile(optimizer=keras.optimizers.Adam(1e-5))
   return model
 

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from atcon_tf import testing, visualize
-from trainers import finetune
+from atcon_tf import backbones, visualize
+from trainers import config as config_lib
+from trainers import data as data_lib
+from trainers import finetune, models, stages
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -28,7 +30,7 @@ def data_dir(tmp_path_factory):
 def _smoke(tmp_path, data_dir, **overrides):
   values = dict(workdir=str(tmp_path / "run"), data_dir=data_dir, evaluate=False, viz_every=0, verbose=0)
   values.update(overrides)
-  return finetune.preset("smoke", **values)
+  return config_lib.preset("smoke", **values)
 
 
 def _history(path):
@@ -55,7 +57,7 @@ def test_schedule_trains_a_few_steps(tmp_path, data_dir, schedule):
 
 def test_atcon_schedule_fine_tunes_an_imported_model(tmp_path, data_dir):
   path = str(tmp_path / "imported.keras")
-  testing.small_resnet(16, 10, width=4, blocks=(1, 1), seed=3).save(path)
+  backbones.small_resnet(16, 10, width=4, blocks=(1, 1), seed=3).save(path)
   metrics = finetune.run(_smoke(tmp_path, data_dir, schedule="atcon", model=path, unlabeled="labeled",
                                 evaluate=True, preprocessing="imagenet_torch"))
   assert metrics["split_sizes"]["unlabeled_mode"] == "labeled" and metrics["split_sizes"]["unlabeled"] == 20
@@ -71,7 +73,7 @@ def test_multi_label_voc_through_mock_data_two_stage_with_evaluation(tmp_path):
   import tensorflow_datasets as tfds
 
   with tfds.testing.mock_data(num_examples=24):
-    metrics = finetune.run(finetune.preset(
+    metrics = finetune.run(config_lib.preset(
         "smoke", dataset="voc2007", labels_per_class=0, unlabeled="labeled", val_size=8, test_size=8,
         epochs=1, workdir=str(tmp_path / "run"), evaluate=True, viz_every=0, verbose=0))
   sizes = metrics["split_sizes"]
@@ -114,7 +116,7 @@ def test_interrupted_fit_resumes_and_finishes_with_the_same_epoch_count(tmp_path
   assert (workdir / "backup" / "training_metadata.json").exists()
   with open(workdir / "backup" / "training_metadata.json") as f:
     assert json.load(f)["epoch"] == 1
-  assert not (workdir / finetune.STAGE_DONE_FILE).exists()
+  assert not (workdir / stages.STAGE_DONE_FILE).exists()
 
   recorder = _EpochRecorder()
   metrics = finetune.run(cfg, extra_callbacks=[recorder])
@@ -238,36 +240,22 @@ def test_multi_worker_strategy_with_two_local_workers(tmp_path, data_dir):
   assert (tmp_path / "run" / "worker-1" / "best.keras").exists()  # the other worker a scratch copy
 
 
-def test_export_calls_serving_export_when_available(tmp_path, monkeypatch):
-  import serving  # noqa: F401 - the package must exist; its export module is replaced by a fake
-  calls = []
-  fake = types.ModuleType("serving.export")
-  fake.export_model = lambda path, export_dir, name, **kw: calls.append((path, export_dir, name, kw)) or "X/1"
-  monkeypatch.setitem(sys.modules, "serving.export", fake)
-  monkeypatch.setattr(sys.modules["serving"], "export", fake, raising=False)
-  cfg = finetune.preset("smoke", export_dir=str(tmp_path / "exports"), export_name="digits")
-  assert finetune.export(cfg, str(tmp_path), "imagenet_torch") == "X/1"
-  path, export_dir, name, kw = calls[0]
-  assert path == os.path.join(str(tmp_path), "best.keras") and name == "digits"
-  assert kw["preprocessing"] == "imagenet_torch" and kw["image_size"] == 16
-  del fake.export_model
-  assert finetune.export(cfg, str(tmp_path), "imagenet_torch") is None  # no export_model: skipped
-
-
 def test_flags_preset_and_explicit_overrides():
   from absl import flags
 
   fv = flags.FlagValues()
-  finetune.define_flags(fv)
+  config_lib.define_flags(fv)
   fv(["prog", "--config=smoke", "--epochs=5", "--schedule=combining", "--resnet_blocks=2,1"])
-  cfg = finetune.config_from_flags(fv)
+  cfg = config_lib.config_from_flags(fv)
   assert cfg.epochs == 5 and cfg.schedule == "combining"  # explicit flags win
   assert cfg.image_size == 16 and cfg.batch_size == 8  # the rest comes from the preset
   assert cfg.resnet_blocks == (2, 1) and cfg.house_numbers_sizes == (96, 16, 32)
   default = flags.FlagValues()
-  finetune.define_flags(default)
+  config_lib.define_flags(default)
   default(["prog"])
-  assert finetune.config_from_flags(default) == finetune.Config()
+  assert config_lib.config_from_flags(default) == config_lib.Config()
+  with pytest.raises(flags.IllegalFlagValueError):  # enum choices come from atcon_tf.choices
+    fv(["prog", "--attention=gb_masks"])
 
 
 def test_imagenet_weights_unavailable_error_explains_what_to_do(monkeypatch):
@@ -277,23 +265,23 @@ def test_imagenet_weights_unavailable_error_explains_what_to_do(monkeypatch):
     raise Exception("URL fetch failure: Name or service not known")
 
   monkeypatch.setattr(file_utils, "get_file", no_network)
-  cfg = finetune.preset("smoke", backbone="mobilenet_v2", weights="imagenet", image_size=32)
-  with pytest.raises(finetune.WeightsUnavailableError) as error:
-    finetune.build_classifier(cfg, 10)
+  cfg = config_lib.preset("smoke", backbone="mobilenet_v2", weights="imagenet", image_size=32)
+  with pytest.raises(backbones.WeightsUnavailableError) as error:
+    models.choose_model(cfg, 10)
   assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5" in str(error.value)
   assert "--weights=none" in str(error.value)
-  model = finetune.build_classifier(cfg.__class__(**dict(cfg.__dict__, weights="none")), 10)
-  assert model.output_shape == (None, 10) and finetune.resolve_preprocessing(cfg) == "scale_-1_1"
+  choice = models.choose_model(cfg.replace(weights="none"), 10)
+  assert choice.classifier.output_shape == (None, 10) and choice.preprocessing == "scale_-1_1"
 
 
 def test_steps_per_epoch_follow_the_authors_rules(tmp_path, data_dir):
   cfg = _smoke(tmp_path, data_dir, steps_per_epoch=0, atcon_steps_per_epoch=0, batch_size=4, alpha=2.0)
-  data = finetune.prepare_data(cfg, "imagenet_torch")
+  data = data_lib.prepare_data(cfg, "imagenet_torch")
   s, u = data.sizes["labeled"], data.sizes["unlabeled"]
   assert (s, u) == (20, 76)
-  two = finetune.plan_stages(cfg, data)
+  two = stages.plan_stages(cfg, data)
   assert [(st.schedule, st.steps_per_epoch) for st in two] == [("supervised", 5), ("atcon", 19)]
-  alternating = finetune.plan_stages(finetune.Config(**dict(cfg.__dict__, schedule="alternating")), data)
+  alternating = stages.plan_stages(cfg.replace(schedule="alternating"), data)
   assert alternating[0].steps_per_epoch == int(2.0 * 20 / 4 + 76 / 4)
 
 

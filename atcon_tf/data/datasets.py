@@ -32,12 +32,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
-# Names shared with serving/signatures.PREPROCESSING, so an export runs the same formula in its graph.
-PREPROCESSING = ("imagenet_torch", "imagenet_caffe", "scale_-1_1", "scale_0_1", "none")
-AUGMENTATIONS = ("none", "digits", "flip", "voc")
+from atcon_tf import choices
 
 SVHN_CLASSES = [str(i) for i in range(10)]
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -97,41 +92,7 @@ def select(ds: tf.data.Dataset, indices, num_examples: int) -> tf.data.Dataset:
   return ds.filter(lambda e: tf.gather(keep, e["index"]))
 
 
-# ------------------------------------------------------------------------------------------------- preprocessing
-
-def preprocess(images, name: str):
-  """uint8/float pixels in [0, 255] -> model input. Same names and formulas as serving.signatures.
-
-  imagenet_torch: (x/255 - mean)/std (the authors' normalization; masked pixels move to the ImageNet mean);
-  imagenet_caffe: RGB->BGR minus the BGR mean (keras.applications.resnet50); scale_-1_1: mobilenet_v2.
-  """
-  x = tf.cast(images, tf.float32)
-  if name == "imagenet_torch":
-    return (x / 255.0 - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
-  if name == "imagenet_caffe":
-    return x[..., ::-1] - tf.constant(CAFFE_BGR_MEAN)
-  if name == "scale_-1_1":
-    return x / 127.5 - 1.0
-  if name == "scale_0_1":
-    return x / 255.0
-  if name == "none":
-    return x
-  raise ValueError(f"Unknown preprocessing {name!r}; choose one of {list(PREPROCESSING)}.")
-
-
-def unpreprocess(x, name: str) -> np.ndarray:
-  """Inverse of `preprocess` back to uint8 pixels (for pictures of model inputs, e.g. masked images)."""
-  x = np.asarray(x, np.float32)
-  if name == "imagenet_torch":
-    x = (x * np.asarray(IMAGENET_STD) + np.asarray(IMAGENET_MEAN)) * 255.0
-  elif name == "imagenet_caffe":
-    x = (x + np.asarray(CAFFE_BGR_MEAN))[..., ::-1]
-  elif name == "scale_-1_1":
-    x = (x + 1.0) * 127.5
-  elif name == "scale_0_1":
-    x = x * 255.0
-  return np.clip(np.rint(x), 0, 255).astype(np.uint8)
-
+# ---------------------------------------------------------------------------------------------- augmentation
 
 def augment(image, policy: str, seed=None):
   """Label-preserving training augmentation on uint8 (S, S, 3) -> uint8.
@@ -161,7 +122,7 @@ def augment(image, policy: str, seed=None):
     x = tf.image.resize(tf.slice(x, begin, crop), size)
     x = tf.image.random_flip_left_right(x)
   else:
-    raise ValueError(f"Unknown augmentation {policy!r}; choose one of {list(AUGMENTATIONS)}.")
+    choices.check("augmentation", policy, choices.AUGMENTATIONS)
   return tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
 
 
@@ -434,9 +395,6 @@ def _folder_splits(path, image_size, test_fraction=0.2):
 
 # ----------------------------------------------------------------------------------------------------- entry
 
-DATASETS = ("house_numbers", "svhn", "voc2007", "voc2012", "folder:PATH")
-
-
 def load(name: str, image_size: int, data_dir: str | None = None, house_numbers_config: str = "single",
          house_numbers_sizes: dict | None = None, download: bool = False) -> Splits:
   """The splits of dataset `name` (see the module docstring) at `image_size`.
@@ -462,7 +420,7 @@ def load(name: str, image_size: int, data_dir: str | None = None, house_numbers_
                   _voc_source(tfds_name, test_split, data_dir, download, image_size, False))
   if name.startswith("folder:"):
     return _folder_splits(os.path.expanduser(name[len("folder:"):]), image_size)
-  raise ValueError(f"Unknown dataset {name!r}; choose one of {list(DATASETS)}.")
+  raise ValueError(f"Unknown dataset {name!r}; choose one of {list(choices.DATASETS)}.")
 
 
 def padded_eval_batches(ds: tf.data.Dataset, batch_size: int, num_classes: int, multi_label: bool):

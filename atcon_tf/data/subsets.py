@@ -1,4 +1,4 @@
-"""Deterministic labelled / unlabelled / validation splits for few-label experiments (method.md §4).
+"""Deterministic labeled / unlabeled / validation splits for few-label experiments (method.md §4).
 
 Everything here works on *indices* into one split (numpy only), so the same plan can be applied to any
 `tf.data` pipeline (`datasets.select`) and rebuilt bit for bit from `(labels, n_per_class, seed)`.
@@ -9,8 +9,8 @@ Everything here works on *indices* into one split (numpy only), so the same plan
   images in order and add an image when every class count stays <= N; `fully_balanced=True` (their
   `FULLY_BALANCED`) only takes images with exactly one label, so each class gets exactly N (if available).
   Images without any (non-difficult) label are never taken (they carry no supervision).
-* `plan_splits`: validation carved from the training split (never from test), then the labelled subset,
-  then the unlabelled pool = the rest; the three are disjoint by construction and checked.
+* `plan_splits`: validation carved from the training split (never from test), then the labeled subset,
+  then the unlabeled pool = the rest; the three are disjoint by construction and checked.
 """
 
 from __future__ import annotations
@@ -103,16 +103,16 @@ class SplitPlan:
   unlabeled_mode: str = "pool"
 
   def check(self) -> "SplitPlan":
-    """Raises if labelled, unlabelled pool and validation overlap (the pool may equal `labeled`)."""
+    """Raises if labeled, unlabeled pool and validation overlap (the pool may equal `labeled`)."""
     lab, unl, val = (set(np.asarray(a).tolist()) for a in (self.labeled, self.unlabeled, self.validation))
     if lab & val:
-      raise AssertionError(f"{len(lab & val)} labelled images are also validation images.")
+      raise AssertionError(f"{len(lab & val)} labeled images are also validation images.")
     if unl & val:
-      raise AssertionError(f"{len(unl & val)} unlabelled images are also validation images.")
+      raise AssertionError(f"{len(unl & val)} unlabeled images are also validation images.")
     if self.unlabeled_mode == "pool" and lab & unl:
-      raise AssertionError(f"{len(lab & unl)} labelled images are also in the unlabelled pool.")
+      raise AssertionError(f"{len(lab & unl)} labeled images are also in the unlabeled pool.")
     if self.unlabeled_mode == "labeled" and lab != unl:
-      raise AssertionError("unlabeled_mode='labeled' but the unlabelled set is not the labelled set.")
+      raise AssertionError("unlabeled_mode='labeled' but the unlabeled set is not the labeled set.")
     return self
 
   def summary(self) -> dict:
@@ -123,13 +123,13 @@ class SplitPlan:
 def plan_splits(labels, n_per_class: int | None, seed: int = 0, multi_label: bool = False,
                 fully_balanced: bool = True, validation_size: int = 0, unlabeled_mode: str = "pool",
                 unlabeled_limit: int | None = None, num_classes: int | None = None) -> SplitPlan:
-  """Labelled subset, unlabelled pool and (optionally) a validation set carved from the training split.
+  """Labeled subset, unlabeled pool and (optionally) a validation set carved from the training split.
 
   labels: (N,) class ids, or (N, C) multi-hot when `multi_label`.
-  n_per_class: None or <= 0 -> every image (after validation) is labelled and the pool is empty.
+  n_per_class: None or <= 0 -> every image (after validation) is labeled and the pool is empty.
   validation_size: > 0 carves a seeded validation set from train first (for datasets without their own).
   unlabeled_mode: 'pool' (the rest of train, the authors' USE_NEW_UNSUPERVISED=True) or 'labeled'
-    (ATCON on the labelled images only, their fine-tuning scripts).
+    (ATCON on the labeled images only, their fine-tuning scripts).
   unlabeled_limit: keep only the first K pool images of a seeded order (a smaller pool, same seed).
   """
   if unlabeled_mode not in UNLABELED_MODES:

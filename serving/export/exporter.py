@@ -132,7 +132,14 @@ def export_model(model_or_path, export_dir, name, version=None, image_size=None,
   }
 
   def write(staged):
-    archive.write_out(staged, verbose=False)
+    from absl import logging as absl_logging
+
+    previous = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.WARNING)  # TF logs every traced function it saves at INFO
+    try:
+      archive.write_out(staged, verbose=False)
+    finally:
+      absl_logging.set_verbosity(previous)
     if warmup:
       warmup_lib.write_warmup(staged, resolved.image_size, channels, input_dtype, name)
 

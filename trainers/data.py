@@ -1,0 +1,134 @@
+"""The trainer's data: dataset splits -> labeled / unlabeled / validation pipelines and the test selection.
+
+Pipelines yield preprocessed model inputs (`atcon_tf.preprocessing.apply`, the formula the saved model
+records for serving); evaluation and pictures get raw uint8 images and preprocess them the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from trainers.config import Config
+
+
+@dataclasses.dataclass
+class Data:
+  info: object  # datasets.DatasetInfo
+  splits: object  # datasets.Splits
+  plan: object  # subsets.SplitPlan
+  preprocessing: str
+  augment: str
+  labeled: object  # tf.data: (x, y) batches, infinite
+  unlabeled: object  # tf.data: x batches, infinite (None when there is no pool)
+  validation: object  # tf.data: (x, y) batches, finite
+  validation_source: object  # (Source, indices) of the validation images
+  test_source: object  # (Source, indices) of the test images
+  viz_images: object  # uint8 validation images for the attention pictures
+  viz_labels: object
+  sizes: dict
+
+
+def resolve_augment(cfg: Config) -> str:
+  if cfg.augment != "auto":
+    return cfg.augment
+  if cfg.dataset.startswith("voc"):
+    return "voc"
+  return "digits" if cfg.dataset in ("house_numbers", "svhn") else "none"
+
+
+def _pipeline(source, indices, preprocessing, augment, batch_size, seed, with_labels=True, cache=True):
+  """Infinite, shuffled, batched training pipeline of (x, y) or x, from canonical elements."""
+  import tensorflow as tf
+
+  from atcon_tf import preprocessing as preprocessing_lib
+  from atcon_tf.data import datasets
+
+  ds = source.dataset(indices)
+  ds = ds.map(lambda e: (e["image"], e["label"]), num_parallel_calls=tf.data.AUTOTUNE)
+  if cache:
+    ds = ds.cache()
+  ds = ds.shuffle(min(len(indices), 20000), seed=seed, reshuffle_each_iteration=True).repeat()
+
+  def finish(image, label):
+    x = preprocessing_lib.apply(datasets.augment(image, augment), preprocessing)
+    return (x, label) if with_labels else x
+
+  ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def _cacheable(count, image_size, limit_mb=2048):
+  return count * image_size * image_size * 3 < limit_mb * 2 ** 20
+
+
+def load_splits(cfg: Config):
+  """The dataset's splits (`atcon_tf.data.datasets.Splits`) at the run's image size."""
+  from atcon_tf.data import datasets
+
+  sizes = dict(zip(("train", "validation", "test"), cfg.house_numbers_sizes))
+  return datasets.load(cfg.dataset, cfg.image_size, data_dir=cfg.data_dir,
+                       house_numbers_config=cfg.house_numbers_config, house_numbers_sizes=sizes,
+                       download=cfg.download)
+
+
+def prepare_data(cfg: Config, preprocessing: str, num_replicas: int = 1, splits=None) -> Data:
+  """Draws the labeled / unlabeled / validation split of `splits` (default: loaded) and builds the pipelines.
+
+  num_replicas > 1: validation batches are all full (drop_remainder), because a partial last batch would hand
+  some replicas an empty batch, which the ATCON test step cannot take.
+  """
+  import numpy as np
+  import tensorflow as tf
+
+  from atcon_tf import preprocessing as preprocessing_lib
+  from atcon_tf.data import subsets
+
+  splits = splits or load_splits(cfg)
+  info = splits.info
+  carve = 0 if splits.validation is not None else cfg.val_size
+  plan = subsets.plan_splits(
+      splits.train.labels, cfg.labels_per_class, seed=cfg.seed, multi_label=info.multi_label,
+      fully_balanced=cfg.fully_balanced, validation_size=carve, unlabeled_mode=cfg.unlabeled,
+      unlabeled_limit=None if cfg.unlabeled_limit < 0 else cfg.unlabeled_limit, num_classes=info.num_classes)
+  if len(plan.labeled) == 0:
+    raise ValueError("The labeled subset is empty: check --labels_per_class and the dataset.")
+  if splits.validation is not None:
+    n_val = splits.validation.num_examples if cfg.val_size <= 0 else min(cfg.val_size,
+                                                                         splits.validation.num_examples)
+    validation_source = (splits.validation, np.arange(n_val))
+  else:
+    validation_source = (splits.train, plan.validation)
+  n_test = splits.test.num_examples if cfg.test_size <= 0 else min(cfg.test_size, splits.test.num_examples)
+  test_source = (splits.test, np.arange(n_test))
+
+  augment = resolve_augment(cfg)
+  batch = min(cfg.batch_size, len(plan.labeled))
+  ubs = cfg.unlabeled_batch_size or cfg.batch_size
+  labeled = _pipeline(splits.train, plan.labeled, preprocessing, augment, batch, cfg.seed)
+  unlabeled = None
+  if len(plan.unlabeled):
+    unlabeled = _pipeline(splits.train, plan.unlabeled, preprocessing, augment, min(ubs, len(plan.unlabeled)),
+                          cfg.seed + 1, with_labels=False,
+                          cache=_cacheable(len(plan.unlabeled), cfg.image_size))
+  val_src, val_idx = validation_source
+  if len(val_idx) < num_replicas:
+    raise ValueError("The validation set is empty: model selection needs --val_size > 0.")
+  val_batch, val_batches = cfg.eval_batch_size, -(-len(val_idx) // cfg.eval_batch_size)
+  if num_replicas > 1:
+    val_batch = max(num_replicas, min(val_batch, len(val_idx)) // num_replicas * num_replicas)
+    val_batches = len(val_idx) // val_batch
+  validation = (val_src.dataset(val_idx)
+                .map(lambda e: (preprocessing_lib.apply(e["image"], preprocessing), e["label"]),
+                     num_parallel_calls=tf.data.AUTOTUNE)
+                .cache().batch(val_batch, drop_remainder=num_replicas > 1)
+                .apply(tf.data.experimental.assert_cardinality(val_batches))
+                .prefetch(tf.data.AUTOTUNE))
+  viz = list(val_src.dataset(val_idx).take(cfg.num_viz_images).as_numpy_iterator()) if cfg.num_viz_images else []
+  viz_images = np.stack([e["image"] for e in viz]) if viz else None
+  viz_labels = np.stack([e["label"] for e in viz]) if viz else None
+  split_sizes = dict(plan.summary(), validation=int(min(len(val_idx), val_batch * val_batches)), test=int(n_test),
+                     train_split=int(splits.train.num_examples),
+                     validation_source="own validation split" if splits.validation is not None
+                     else "carved from the training split")
+  return Data(info, splits, plan, preprocessing, augment, labeled, unlabeled, validation, validation_source,
+              test_source, viz_images, viz_labels, split_sizes)
