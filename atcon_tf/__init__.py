@@ -20,7 +20,7 @@ _EXPORTS = {
     "TargetLayerError": "atcon_tf.model_import",
     "find_target_layer": "atcon_tf.model_import",
     "load_classifier": "atcon_tf.model_import",
-    "load_model": "atcon_tf.model_import",
+    "load_model": "atcon_tf.loading",
     "ServingContract": "atcon_tf.contract",
 }
 

@@ -1,6 +1,6 @@
 """`ATCONModel`: a Keras model whose `train_step` optimises attention consistency.
 
-Wraps any classifier (weights shared, not copied). Schedules (method.md §2):
+Wraps any classifier (weights shared, not copied). Schedules (docs/method.md §2):
 - `supervised`: cross-entropy on labeled batches `(x, y)`.
 - `atcon`: unsupervised fine-tuning; batches are `x` (labels, if present, are ignored).
 - `alternating`: batches are dicts from `training_data.alternating_dataset`: each batch is

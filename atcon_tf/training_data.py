@@ -12,7 +12,7 @@ def split_batch(element):
 
 
 def alternating_steps(alpha, labeled_size, unlabeled_size, batch_size, unlabeled_batch_size):
-  """Steps per epoch of the alternating schedule: int(alpha*S/bs + U/ubs) (method.md §2)."""
+  """Steps per epoch of the alternating schedule: int(alpha*S/bs + U/ubs) (docs/method.md §2)."""
   return int(alpha * labeled_size / batch_size + unlabeled_size / unlabeled_batch_size)
 
 

@@ -1,7 +1,8 @@
 """Pictures of attention maps: colormap overlays, PNG grids and a TensorBoard callback.
 
-* `attention_panels(tapped, x)`: Grad-CAM (ReLU'd, the usual display map), guided-backprop magnitude
-  `G = sum_c |GB|` and the ATCON soft mask `sigmoid(w (G - sigma))` for the top-1 (or given) classes, as numpy.
+* `attention_panels(model, x)`: Grad-CAM (ReLU'd, the usual display map), guided-backprop magnitude
+  `G = sum_c |GB|` and the ATCON soft mask `sigmoid(w (G - sigma))` for the top-1 (or given) classes, as
+  numpy. Composed by `maps.explain`, as the served maps and evaluation are, with the model's own loss settings.
 * `overlay(image, heatmap)`: a heatmap (any size) min-max scaled, upsampled and blended on the image with a
   matplotlib colormap. `panel_rows(images, panels)`: per example [image, Grad-CAM, guided backprop, mask].
 * `save_grid(path, rows, ...)`: a titled PNG grid (matplotlib, no pyplot state); `grid_array(rows)`: the same
@@ -10,7 +11,7 @@
   image summaries (`tf.summary.image`), and optionally a PNG per epoch. Scalars come from
   `keras.callbacks.TensorBoard`.
 
-Only NumPy/matplotlib here besides the map functions; nothing imports the trainers or serving.
+Only NumPy/matplotlib here besides `maps.explain`; nothing imports the trainers or serving.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from atcon_tf import loading
+from atcon_tf import maps
 from atcon_tf import tapped_model
-from atcon_tf.maps import processing
-from atcon_tf.maps.gradcam import gradcam
-from atcon_tf.maps.guided_backprop import guided_backprop
+from atcon_tf.losses.consistency import ConsistencyConfig
 
 COLUMNS = ("image", "Grad-CAM", "guided backprop", "ATCON mask")
 
@@ -96,55 +97,91 @@ def overlay(image, heatmap, cmap: str = "jet", alpha: float = 0.5) -> np.ndarray
   return np.clip(np.rint((1.0 - alpha) * img + alpha * colour), 0, 255).astype(np.uint8)
 
 
-def attention_panels(tapped, x, class_ids=None, mask_intensity: float = 8.0) -> dict:
-  """Maps for a batch of *preprocessed* inputs x, as numpy.
+def attention_panels(model, x, class_ids=None, mask_intensity: float | None = None) -> dict:
+  """Maps for a batch of *preprocessed* inputs x, as numpy, composed by `maps.explain`.
 
+  `model`: a `TappedModel`, an `ATCONModel`, a Keras classifier, a `.keras` file or a run folder.
   `class_ids`: None (top-1) or (B,) ids, -1 meaning top-1 for that example.
+  `mask_intensity`: None = the model's own (see `resolve`).
   Returns gradcam (B, h, w, ReLU'd), gradcam_raw (no ReLU, as in the loss), guided_backprop (B, H, W) = sum_c
-  |GB|, mask (B, H, W) = the ATCON soft mask, mask_logits, class_ids (B,), probabilities (B, C).
-  `tapped`: a `TappedModel`, an `ATCONModel` or a plain Keras classifier.
+  |GB|, mask (B, H, W) = the ATCON soft mask, mask_logits, class_ids (B,), probabilities (B, C) and
+  consistency (B,) (minus the cost of the model's loss: higher = more consistent).
   """
-  tapped = as_tapped(tapped)
+  tapped, config = resolve(model, mask_intensity)
   x = tf.convert_to_tensor(x, tf.float32)
   if class_ids is None:
     class_ids = tf.fill(tf.shape(x)[:1], -1)
-  out = _panels_fn(tapped)(x, tf.cast(class_ids, tf.int32), tf.constant(float(mask_intensity)))
+  out = _panels_fn(tapped, config)(x, tf.cast(class_ids, tf.int32))
   return {k: v.numpy() for k, v in out.items()}
 
 
-def _panels_fn(tapped):
-  """The maps as one tf.function per TappedModel (cached on it).
+def _panels_fn(tapped, config):
+  """The maps as one tf.function per (TappedModel, loss settings), cached on the TappedModel.
 
   Graph mode on purpose: in TF 2.21 with oneDNN, EAGER gradients through small convolutions (e.g. 4 filters at
   16 px) crashed the process with heap corruption in conv2d_backprop_filter; the same maps in a tf.function
   (pruned graph, the path training uses) run fine.
   """
-  fn = getattr(tapped, "_atcon_panels_fn", None)
+  cache = getattr(tapped, "_atcon_panels_fns", None)
+  if cache is None:
+    cache = tapped._atcon_panels_fns = {}
+  fn = cache.get(config)
   if fn is not None:
     return fn
 
   @tf.function(reduce_retracing=True)
-  def panels(x, class_ids, intensity):
-    top1 = gradcam(tapped, x, None, relu=False).class_ids
-    classes = tf.where(class_ids >= 0, class_ids, top1)
-    cam = gradcam(tapped, x, classes, relu=False)
-    gb = processing.channel_magnitude(guided_backprop(tapped, x, classes))
-    mask, mask_logits = processing.soft_mask(gb, intensity)
-    return {"gradcam": tf.nn.relu(cam.cam), "gradcam_raw": cam.cam, "guided_backprop": gb, "mask": mask,
-            "mask_logits": mask_logits, "class_ids": classes,
-            "probabilities": tapped.probabilities(cam.logits)}
+  def panels(x, class_ids):
+    explained = maps.explain(tapped, x, class_ids, config)
+    return {"gradcam": tf.nn.relu(explained.gradcam), "gradcam_raw": explained.gradcam,
+            "guided_backprop": explained.guided_backprop, "mask": explained.mask,
+            "mask_logits": explained.mask_logits, "class_ids": explained.class_ids,
+            "probabilities": explained.probabilities, "consistency": explained.consistency}
 
-  tapped._atcon_panels_fn = panels
+  cache[config] = panels
   return panels
 
 
+def resolve(model, mask_intensity: float | None = None):
+  """(TappedModel, ConsistencyConfig) to draw `model` with: pictures show the mask it is trained with.
+
+  Loss settings: an ATCONModel's `consistency_config`, else those its recorded contract names (a saved
+  ATCONModel or a run folder), else `ConsistencyConfig()` (the authors' defaults, `choices.MASK_INTENSITY`).
+  `mask_intensity`, if given, replaces the mask's w.
+  """
+  config = getattr(model, "consistency_config", None)
+  if isinstance(model, tapped_model.TappedModel):
+    tapped = model
+  else:
+    loaded = loading.load_model(model)
+    tapped = _tapped_for(model, loaded)
+    if config is None and _recorded(loaded.contract):
+      config = ConsistencyConfig(**loaded.contract.consistency_settings())
+  config = config or ConsistencyConfig()
+  if mask_intensity is not None:
+    config = config._replace(mask_intensity=float(mask_intensity))
+  return tapped, config
+
+
+def _recorded(contract) -> bool:
+  """True for a contract an ATCONModel recorded (it always names its Grad-CAM layer)."""
+  return contract.target_layer is not None
+
+
+def _tapped_for(model, loaded):
+  tapped = getattr(model, "tapped", None)  # An ATCONModel's own: same layer and head, and its cached maps.
+  if isinstance(tapped, tapped_model.TappedModel) and tapped.model is loaded.classifier:
+    return tapped
+  contract = loaded.contract
+  return tapped_model.TappedModel(loaded.classifier, contract.target_layer,
+                                  multi_label=contract.multi_label if _recorded(contract) else None)
+
+
 def as_tapped(model) -> tapped_model.TappedModel:
+  """A `TappedModel` as is; anything else as `loading.load_model` reads it (ATCONModel, classifier,
+  model file, run folder), at its recorded Grad-CAM layer and with its recorded head."""
   if isinstance(model, tapped_model.TappedModel):
     return model
-  tapped = getattr(model, "tapped", None)  # ATCONModel
-  if isinstance(tapped, tapped_model.TappedModel):
-    return tapped
-  return tapped_model.TappedModel(model)
+  return _tapped_for(model, loading.load_model(model))
 
 
 def panel_rows(images, panels: dict, cmap: str = "jet") -> list:
@@ -227,7 +264,8 @@ class AttentionMapCallback(keras.callbacks.Callback):
   images: uint8 (B, H, W, 3) as shown; inputs: the same images preprocessed for the model.
   Writes image summaries `attention/grid`, `attention/gradcam`, `attention/guided_backprop`,
   `attention/mask` under `log_dir` (TensorBoard's "images" tab) and, if `png_dir`, `epoch_XXX.png` there.
-  Works with an ATCONModel (uses its `tapped` model and mask intensity) or a plain Keras classifier.
+  Works with an ATCONModel (its Grad-CAM layer and loss settings; `mask_intensity` None = its own) or a plain
+  Keras classifier (the default settings).
   """
 
   def __init__(self, images, inputs, log_dir, every_n_epochs: int = 1, mask_intensity: float | None = None,
@@ -243,15 +281,9 @@ class AttentionMapCallback(keras.callbacks.Callback):
     self.png_dir = None if png_dir is None else os.fspath(png_dir)
     self._writer = None
 
-  def _intensity(self):
-    if self.mask_intensity is not None:
-      return float(self.mask_intensity)
-    config = getattr(self.model, "consistency_config", None)
-    return float(config.mask_intensity) if config is not None else 8.0
-
   def write(self, step: int):
     """Computes the panels with the current weights and writes them at `step`."""
-    panels = attention_panels(self.model, self.inputs, mask_intensity=self._intensity())
+    panels = attention_panels(self.model, self.inputs, mask_intensity=self.mask_intensity)
     rows = panel_rows(self.images, panels)
     if self._writer is None:
       self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "attention"))

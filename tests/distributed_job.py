@@ -1,7 +1,7 @@
 """Runs a short ATCON `fit` under a tf.distribute strategy in its own process.
 
 Logical CPU devices must be configured before TensorFlow runs any op, so distributed
-tests start this script as a subprocess. Prints one JSON line: losses and final weights.
+tests start this script as a subprocess. Prints one JSON line: the loss, initial and final weights.
 Usage: python -m tests.distributed_job MODE SCHEDULE [OUT]   (MODE: single|mirrored|multi_worker)
 """
 import json
@@ -55,11 +55,13 @@ def main(mode, schedule, out=None):
     classifier = testing.tiny_cnn(image_size=16, classes=3, seed=1, batch_norm=schedule == "atcon")
     model = atcon_tf.ATCONModel(classifier, schedule=schedule, mask_intensity=50.0, alpha=0.5)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
+  initial = [w.tolist() for w in model.classifier.get_weights()]
   history = model.fit(_dataset(schedule), epochs=1, verbose=0)
   result = {
       "replicas": strategy.num_replicas_in_sync,
       "loss": history.history["loss"][0],
       "weights": [w.tolist() for w in model.classifier.get_weights()],
+      "initial_weights": initial,
   }
   text = json.dumps(result)
   if out:

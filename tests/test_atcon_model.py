@@ -5,7 +5,6 @@ import pytest
 import tensorflow as tf
 
 import atcon_tf
-import atcon_tf.heads
 from atcon_tf import losses
 from atcon_tf import testing
 from atcon_tf import training_data
@@ -32,6 +31,30 @@ def _weights(model):
   return [v.numpy().copy() for v in model.classifier.weights]
 
 
+def _hand_ce(logits, y):
+  """Mean softmax cross-entropy of sparse labels, from logits, in float64 NumPy."""
+  z = np.asarray(logits, np.float64)
+  z = z - z.max(-1, keepdims=True)
+  log_p = z - np.log(np.exp(z).sum(-1, keepdims=True))
+  return float(-log_p[np.arange(len(y)), np.asarray(y)].mean())
+
+
+def _hand_bce(logits, y):
+  """Mean over examples and classes of the sigmoid cross-entropy of multi-hot labels, from logits."""
+  z = np.asarray(logits, np.float64)
+  y = np.asarray(y, np.float64)
+  return float(np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))))
+
+
+def _logit_twin(classifier):
+  """The classifier without its output activation, same weights: its outputs are the logits."""
+  twin = keras.models.clone_model(classifier)
+  twin.get_layer("logits").activation = keras.activations.linear
+  twin.set_weights(classifier.get_weights())
+  return twin
+
+
+@pytest.mark.slow
 def test_atcon_step_reports_the_loss_and_ignores_labels():
   x, y = _data()
   model = _model("atcon", mask_intensity=8.0)
@@ -79,8 +102,7 @@ def test_combining_loss_is_supervised_plus_alpha_consistency():
   x, y = _data()
   x_u, _ = _data(seed=5)
   model = _model("combining", alpha=0.5)
-  sup = float(tf.reduce_mean(atcon_tf.heads.supervised_loss(
-      y, model.tapped.logits(x, training=True), False)))
+  sup = _hand_ce(model.tapped.logits(x, training=True), y)
   cons = float(losses.consistency_loss(model.tapped, x_u))
   labeled = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
   unlabeled = tf.data.Dataset.from_tensor_slices(x_u).batch(8)
@@ -90,7 +112,7 @@ def test_combining_loss_is_supervised_plus_alpha_consistency():
   assert history.history["consistency_loss"][0] == pytest.approx(cons, rel=1e-4)
 
 
-def test_alternating_draws_labelled_batches_with_probability_p():
+def test_alternating_draws_labeled_batches_with_probability_p():
   assert training_data.labeled_probability(8, 40, 5177) == pytest.approx(320 / 5497)
   assert training_data.alternating_steps(8, 40, 5177, 4, 4) == 1374
   x, y = _data(n=8)
@@ -110,8 +132,7 @@ def test_alternating_draws_labelled_batches_with_probability_p():
 def test_multilabel_head_trains_with_binary_cross_entropy():
   x, y = _data(multi_label=True)
   model = _model("supervised", multi_label=True)
-  expected = float(tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
-      y, model.tapped.logits(x, training=True))))
+  expected = _hand_bce(model.tapped.logits(x, training=True), y)
   history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
   assert history.history["supervised_loss"][0] == pytest.approx(expected, rel=1e-4)
 
@@ -119,13 +140,16 @@ def test_multilabel_head_trains_with_binary_cross_entropy():
 def test_evaluate_reports_consistency_and_supervised_loss():
   x, y = _data()
   model = _model("atcon", metrics=["accuracy"])
+  logits = model.classifier(x, training=False).numpy()  # Inference mode, no output activation.
   result = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
   assert result["consistency_loss"] == pytest.approx(
       float(losses.consistency_loss(model.tapped, x)), rel=1e-5)
-  assert result["supervised_loss"] > 0
-  assert 0 <= result["accuracy"] <= 1
+  assert result["supervised_loss"] == pytest.approx(_hand_ce(logits, y), rel=1e-5)
+  assert result["accuracy"] == pytest.approx(np.mean(logits.argmax(-1) == y))
+  assert result["loss"] == pytest.approx(result["consistency_loss"])  # The atcon schedule's objective.
 
 
+@pytest.mark.slow
 def test_keras_file_round_trip(tmp_path):
   x, y = _data()
   model = _model("atcon", mask_intensity=12.0, attention="gb_mask", similarity="ssim")
@@ -142,12 +166,93 @@ def test_keras_file_round_trip(tmp_path):
 
 
 def test_softmax_classifier_is_trained_on_logits():
-  classifier = testing.tiny_cnn(image_size=16, classes=3, seed=1, output_activation="softmax")
-  model = atcon_tf.ATCONModel(classifier, schedule="supervised")
+  """A classifier ending in softmax: one SGD step moves the head by the gradient of the cross-entropy of its
+  logits (computed by hand), not of its probabilities taken as logits (a softmax applied twice)."""
+  classifier = testing.tiny_cnn(image_size=16, classes=3, seed=1, batch_norm=False,
+                                output_activation="softmax")
+  twin = _logit_twin(classifier)
   x, y = _data()
-  logits = model.tapped.logits(x)
-  np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), classifier(x).numpy(), rtol=1e-5)
-  assert classifier.get_layer("logits").activation is keras.activations.softmax
+  logits = twin(x).numpy().astype(np.float64)
+  np.testing.assert_allclose(classifier(x).numpy(), tf.nn.softmax(logits).numpy(), rtol=1e-5, atol=1e-7)
+  features = keras.Model(twin.inputs[0], twin.get_layer("gap").output)(x).numpy().astype(np.float64)
+  p = np.exp(logits - logits.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  delta = (p - np.eye(3)[y]) / len(y)  # d mean CE / d logits
+  head = classifier.get_layer("logits")
+  kernel, bias = [v.numpy().copy() for v in (head.kernel, head.bias)]
+  lr = 0.5
+  model = atcon_tf.ATCONModel(classifier, schedule="supervised")
+  model.compile(optimizer=keras.optimizers.SGD(lr))
+  history = model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+  assert history.history["supervised_loss"][0] == pytest.approx(_hand_ce(logits, y), rel=1e-5)
+  assert _hand_ce(p, y) != pytest.approx(_hand_ce(logits, y), rel=1e-2)  # Softmax twice: another loss.
+  np.testing.assert_allclose(head.kernel.numpy(), kernel - lr * features.T @ delta, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(head.bias.numpy(), bias - lr * delta.sum(0), rtol=1e-4, atol=1e-6)
+  assert classifier.get_layer("logits").activation is keras.activations.softmax  # Restored.
+
+
+def test_alternating_schedule_routes_each_loss_to_its_own_steps():
+  """supervised_loss averages the labeled steps only, consistency_loss the unlabeled ones.
+
+  Every labeled batch is the same (x, y) and every unlabeled one the same x_u; with a learning rate of 0 each
+  step of a kind has the same loss, computed here by hand, so a loss tracked on the other kind's steps too
+  would move the logged mean away from it. `loss` averages all steps, so it also counts the labeled ones.
+  """
+  x, y = _data(n=4)
+  x_u, _ = _data(n=4, seed=5)
+  labeled = tf.data.Dataset.from_tensors((x, y))
+  unlabeled = tf.data.Dataset.from_tensors(x_u)
+  ds = training_data.alternating_dataset(labeled, unlabeled, alpha=1.0, labeled_size=1, unlabeled_size=1,
+                                         seed=3)
+  steps = 8
+  flags = [bool(b["is_labeled"][0]) for b in ds.take(steps)]
+  k = sum(flags)
+  assert 0 < k < steps, flags  # Both kinds of steps occur.
+  classifier = testing.tiny_cnn(image_size=16, classes=3, seed=1, batch_norm=False)
+  model = atcon_tf.ATCONModel(classifier, schedule="alternating", mask_intensity=200.0)
+  model.compile(optimizer=keras.optimizers.SGD(0.0))
+  sup = _hand_ce(classifier(x).numpy(), y)
+  cons = float(losses.consistency_loss(model.tapped, x_u, mask_intensity=200.0))
+  assert abs(sup - cons) > 0.1
+  logs = {k_: v[0] for k_, v in model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0).history.items()}
+  assert logs["supervised_loss"] == pytest.approx(sup, rel=1e-5)
+  assert logs["consistency_loss"] == pytest.approx(cons, rel=1e-5, abs=1e-6)
+  assert logs["loss"] == pytest.approx((k * sup + (steps - k) * cons) / steps, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("schedule", ["atcon", "combining"])
+def test_multilabel_atcon_and_combining_train_with_binary_cross_entropy(schedule):
+  """Multi-hot labels, sigmoid head: the supervised part is the BCE of the logits (by hand), the consistency
+  part the ATCON loss, both before the step; a couple of steps keep the losses finite and move the weights."""
+  classifier = testing.tiny_cnn(image_size=16, classes=3, seed=1, batch_norm=False,
+                                output_activation="sigmoid")
+  x, y = _data(multi_label=True)
+  x_u, _ = _data(seed=5)
+  logits = _logit_twin(classifier)(x).numpy()
+  bce = _hand_bce(logits, y)
+  assert bce != pytest.approx(_hand_bce(classifier(x).numpy(), y), rel=1e-2)  # Sigmoid twice differs.
+  model = atcon_tf.ATCONModel(classifier, schedule=schedule, multi_label=True, alpha=0.5)
+  model.compile(optimizer=keras.optimizers.SGD(0.5))
+  if schedule == "combining":
+    cons = float(losses.consistency_loss(model.tapped, x_u))
+    data = training_data.combining_dataset(tf.data.Dataset.from_tensors((x, y)),
+                                           tf.data.Dataset.from_tensors(x_u))
+    first = model.fit(data, epochs=1, verbose=0).history
+    assert first["supervised_loss"][0] == pytest.approx(bce, rel=1e-5)
+    assert first["consistency_loss"][0] == pytest.approx(cons, rel=1e-5, abs=1e-6)
+    assert first["loss"][0] == pytest.approx(bce + 0.5 * cons, rel=1e-5, abs=1e-6)
+  else:  # Labels are never trained on; evaluate reports their BCE next to the ATCON loss.
+    cons = float(losses.consistency_loss(model.tapped, x))
+    first = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+    assert first["supervised_loss"] == pytest.approx(bce, rel=1e-5)
+    assert first["consistency_loss"] == pytest.approx(cons, rel=1e-5, abs=1e-6)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+  before = _weights(model)
+  history = model.fit(data, epochs=2, verbose=0).history
+  assert all(np.isfinite(v).all() for v in history.values())
+  assert any(not np.allclose(a, b) for a, b in zip(before, _weights(model)))
+  probabilities = model.predict(x, verbose=0)
+  np.testing.assert_allclose(probabilities, classifier(x).numpy(), rtol=1e-5, atol=1e-7)  # Sigmoids.
 
 
 def test_bad_arguments_are_named():

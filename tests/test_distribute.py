@@ -29,14 +29,24 @@ def _run(mode, schedule):
 
 
 def _assert_same_weights(a, b, rtol=1e-4, atol=1e-6):
+  assert len(a["weights"]) == len(b["weights"]) > 0
   for wa, wb in zip(a["weights"], b["weights"]):
     np.testing.assert_allclose(np.array(wa), np.array(wb), rtol=rtol, atol=atol)
 
 
+def _assert_trained(run):
+  """The run moved its weights: equal weights of two runs that did not train would prove nothing."""
+  moved = max(float(np.abs(np.array(w) - np.array(w0)).max())
+              for w, w0 in zip(run["weights"], run["initial_weights"]))
+  assert moved > 1e-4, moved
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["atcon", "supervised", "combining"])
 def test_mirrored_matches_single_device(schedule):
   single = _run("single", schedule)
   mirrored = _run("mirrored", schedule)
+  _assert_trained(single)
   assert mirrored["replicas"] == 2
   assert mirrored["loss"] == pytest.approx(single["loss"], rel=1e-4)
   _assert_same_weights(single, mirrored)
@@ -48,6 +58,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_multi_worker_two_processes_end_with_identical_weights(tmp_path):
   workers = [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]
   procs = []
@@ -68,11 +79,11 @@ def test_multi_worker_two_processes_end_with_identical_weights(tmp_path):
     with open(out) as f:
       results.append(json.load(f))
   assert [r["replicas"] for r in results] == [2, 2]
+  _assert_trained(results[0])
   _assert_same_weights(results[0], results[1], rtol=0, atol=0)
   single = _run("single", "atcon")
   _assert_same_weights(single, results[0])
 
 
 if __name__ == "__main__":
-  import sys
   sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", __file__]))

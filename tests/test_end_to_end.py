@@ -35,7 +35,7 @@ def _run(args, timeout=600):
 def test_exported_model_serves_what_the_evaluator_computes(tmp_path, backbone, extra_flags, preprocessing):
   import tensorflow as tf
 
-  from atcon_tf import model_import
+  from atcon_tf import loading
   from atcon_tf.losses import ConsistencyConfig
   from atcon_tf.maps import processing
   from trainers import config as config_lib
@@ -54,7 +54,7 @@ def test_exported_model_serves_what_the_evaluator_computes(tmp_path, backbone, e
   with open(run / "config.json") as f:
     cfg = config_lib.Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.load(f)["config"].items()})
   splits = data_lib.load_splits(cfg)
-  loaded = model_import.load_model(str(run))
+  loaded = loading.load_model(str(run))
   assert loaded.contract.preprocessing == preprocessing
   out = evaluation.model_outputs(loaded, splits.test.dataset(np.arange(NUM_IMAGES)), splits.info, preprocessing,
                                  ConsistencyConfig(**loaded.contract.consistency_settings()),

@@ -4,6 +4,7 @@ model records, and one end-to-end run of two tiny models on a hand-built dataset
 from __future__ import annotations
 
 import math
+import sys
 import types
 
 import numpy as np
@@ -207,3 +208,7 @@ def test_evaluate_models_end_to_end_with_recorded_contracts(tmp_path):
     evaluation.evaluate_models({"plain": plain}, ds, info, options=options)
   alone = evaluation.evaluate_models({"plain": plain}, ds, info, "scale_0_1", options)
   assert "comparison" not in alone and alone["models"]["plain"]["metrics"]["accuracy"]["n"] == 8
+
+
+if __name__ == "__main__":
+  sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", __file__]))

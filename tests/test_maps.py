@@ -169,6 +169,46 @@ def test_maps_inside_tf_function_match_eager():
                              rtol=1e-5, atol=1e-7)
 
 
+def test_attention_panels_compose_explain_with_the_model_s_loss_settings(tmp_path):
+  """Pictures show the mask the model is trained with: an ATCONModel's w (also from its saved file), else
+  the default; an explicit w wins. Checked against the primitive maps, not against `maps.explain`."""
+  from atcon_tf import choices
+  from atcon_tf import losses
+  from atcon_tf import visualize
+
+  classifier = testing.tiny_cnn(seed=4)
+  x = tf.random.normal([2, 16, 16, 3], seed=6)
+  tapped = atcon_tf.TappedModel(classifier)
+  cam = maps.gradcam(tapped, x, relu=False)
+  saliency = processing.channel_magnitude(maps.guided_backprop(tapped, x, cam.class_ids))
+  atcon_model = atcon_tf.ATCONModel(classifier, mask_intensity=40.0)
+  atcon_model(x)  # Built, so that it can be saved.
+  path = str(tmp_path / "atcon.keras")
+  atcon_model.save(path)
+  cases = [(atcon_model, None, 40.0), (path, None, 40.0), (classifier, None, choices.MASK_INTENSITY),
+           (tapped, None, choices.MASK_INTENSITY), (atcon_model, 3.0, 3.0)]
+  for model, override, w in cases:
+    panels = visualize.attention_panels(model, x, mask_intensity=override)
+    mask, mask_logits = processing.soft_mask(saliency, w)
+    np.testing.assert_allclose(panels["mask_logits"], mask_logits.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(panels["mask"], mask.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(panels["gradcam_raw"], cam.cam.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(panels["gradcam"], np.maximum(cam.cam.numpy(), 0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(panels["guided_backprop"], saliency.numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(panels["class_ids"], cam.class_ids.numpy())
+    np.testing.assert_allclose(panels["probabilities"], tf.nn.softmax(cam.logits).numpy(), rtol=1e-5)
+    costs = losses.consistency_per_image(tapped, x, mask_intensity=w).costs.numpy()
+    np.testing.assert_allclose(panels["consistency"], -costs, rtol=1e-4, atol=1e-5)
+  assert np.abs(saliency.numpy()).max() > 0  # Else every w would give the same mask logits.
+  assert visualize.as_tapped(atcon_model) is atcon_model.tapped  # Its cached tf.function is reused.
+  top1 = cam.class_ids.numpy()
+  other = (top1[0] + 1) % 4
+  panels = visualize.attention_panels(classifier, x, class_ids=[other, -1])
+  np.testing.assert_array_equal(panels["class_ids"], [other, top1[1]])
+  given = maps.gradcam(tapped, x, class_ids=[other, top1[1]], relu=False).cam.numpy()
+  np.testing.assert_allclose(panels["gradcam_raw"], given, rtol=1e-5, atol=1e-6)
+
+
 def test_processing_hand_values():
   m = tf.constant([[[1.0, 2.0], [3.0, 4.0]]])
   std = np.std([1, 2, 3, 4], ddof=1)
@@ -178,7 +218,8 @@ def test_processing_hand_values():
   mask, logits = processing.soft_mask(m, 2.0)
   sigma = 2.5 + 0.5 * std
   np.testing.assert_allclose(logits.numpy()[0], 2.0 * (np.array([[1, 2], [3, 4]]) - sigma), rtol=1e-6)
-  np.testing.assert_allclose(mask.numpy(), tf.sigmoid(logits).numpy())
+  np.testing.assert_allclose(mask.numpy()[0], 1 / (1 + np.exp(-2.0 * (np.array([[1, 2], [3, 4]]) - sigma))),
+                             rtol=1e-6)
   up = processing.resize_align_corners(tf.constant([[[0.0, 1.0], [2.0, 3.0]]]), [3, 3]).numpy()[0]
   np.testing.assert_allclose(up, [[0, 0.5, 1], [1, 1.5, 2], [2, 2.5, 3]], atol=1e-6)
   pooled = processing.average_pool_to(tf.reshape(tf.range(16.0), [1, 4, 4]), (2, 2)).numpy()[0]

@@ -1,4 +1,4 @@
-"""Metrics on hand-computed cases (method.md §4.2, §6.1-6.3)."""
+"""Metrics on hand-computed cases (docs/method.md §4.2, §6.1-6.3)."""
 
 import itertools
 import math

@@ -4,6 +4,7 @@ One tiny export serves the whole module; the server runs as a subprocess (its re
 models.config with two models) so a crash would show as a dead process.
 """
 import io
+import json
 import os
 import select
 import shutil
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import grpc
 import numpy as np
@@ -32,6 +34,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: E402
 from tensorflow_serving.apis import regression_pb2  # noqa: E402
 
 import atcon_tf  # noqa: E402
+from atcon_tf.contract import ServingContract  # noqa: E402
 from atcon_tf.testing import tiny_cnn  # noqa: E402
 from serving import config as config_lib  # noqa: E402
 from serving import export as export_lib  # noqa: E402
@@ -44,6 +47,7 @@ SIZE = 16
 CLASSES = 4
 ATOL = 1e-5
 MAX_MESSAGE_MB = 4
+CLASS_NAMES = ["cat", "dog", "fox", "owl"]
 EXPLAIN_KEYS = ("probabilities", "class_ids", "gradcam", "guided_backprop", "consistency")
 
 
@@ -111,7 +115,8 @@ def setup(tmp_path_factory):
   root = tmp_path_factory.mktemp("serving")
   export_dir = str(root / "exports")
   model = tiny_cnn(SIZE, classes=CLASSES)
-  path = export_lib.export_model(model, export_dir, "tiny", preprocessing="scale_0_1")
+  path = export_lib.export_model(model, export_dir, "tiny", preprocessing="scale_0_1",
+                                 class_names=CLASS_NAMES)
   # A second model name over a copy of the same export, for the hot-swap test.
   shutil.copytree(path, os.path.join(export_dir, "swap", "1"))
   config_path = config_lib.write_models_config(
@@ -122,7 +127,7 @@ def setup(tmp_path_factory):
                    f"--max_message_mb={MAX_MESSAGE_MB}", "--threads=8"],
                   str(root / "server.log"))
   client = ServingClient(server.target, timeout=60, max_message_mb=64)
-  yield {"server": server, "client": client, "model": model,
+  yield {"server": server, "client": client, "model": model, "path": path,
          "tapped": atcon_tf.TappedModel(model), "export_dir": export_dir, "root": root}
   client.close()
   server.stop()
@@ -195,6 +200,81 @@ def test_metadata_and_status(setup, stubs):
   signature_map = get_model_metadata_pb2.SignatureDefMap()
   assert response.metadata["signature_def"].Unpack(signature_map)
   assert "predict_bytes" in signature_map.signature_def
+
+
+def test_contract_over_grpc_is_the_exported_one(setup, stubs):
+  """GetModelMetadata's "atcon_contract": what the export recorded, without reading its files."""
+  contract = setup["client"].contract("tiny")
+  assert contract["preprocessing"] == "scale_0_1"
+  assert contract["target_layer"] == "features"  # tiny_cnn's last spatial layer
+  assert contract["image_size"] == [SIZE, SIZE]
+  assert contract["class_names"] == CLASS_NAMES
+  assert contract["multi_label"] is False
+  assert ServingContract.from_json(contract) == export_lib.load_contract(setup["path"])
+  assert setup["client"].contract("tiny", version=1) == contract
+  # Raw: both fields in one request, the contract a JSON StringValue inside the Any.
+  response = stubs[0].GetModelMetadata(get_model_metadata_pb2.GetModelMetadataRequest(
+      model_spec=model_pb2.ModelSpec(name="tiny"), metadata_field=["signature_def", "atcon_contract"]),
+      timeout=30)
+  value = wrappers_pb2.StringValue()
+  assert response.metadata["atcon_contract"].Unpack(value)
+  assert json.loads(value.value) == contract
+  assert response.metadata["signature_def"].Unpack(get_model_metadata_pb2.SignatureDefMap())
+  # signature_def alone answers signature_def alone, as TF Serving does.
+  response = stubs[0].GetModelMetadata(get_model_metadata_pb2.GetModelMetadataRequest(
+      model_spec=model_pb2.ModelSpec(name="tiny"), metadata_field=["signature_def"]), timeout=30)
+  assert set(response.metadata) == {"signature_def"}
+
+
+class _RpcError(grpc.RpcError):
+
+  def __init__(self, code, details):
+    super().__init__()
+    self._code, self._details = code, details
+
+  def code(self):
+    return self._code
+
+  def details(self):
+    return self._details
+
+
+class _Stub:
+  """A PredictionService stub whose GetModelMetadata fails as a given server would."""
+
+  def __init__(self, error):
+    self.error = error
+
+  def GetModelMetadata(self, request, timeout=None):  # noqa: N802 - gRPC's name
+    assert list(request.metadata_field) == ["atcon_contract"]
+    raise self.error
+
+
+@pytest.mark.parametrize("code,details,hint", [
+    # Real TF Serving's answer (get_model_metadata_impl.cc) to a field it does not know.
+    (grpc.StatusCode.INVALID_ARGUMENT, "Metadata field atcon_contract is not supported",
+     "real TF Serving only serves the 'signature_def' metadata field"),
+    # The local server, for an export without a contract.
+    (grpc.StatusCode.FAILED_PRECONDITION, "Model old version 1 records no ATCON contract",
+     "this export records no contract"),
+])
+def test_client_contract_errors_name_the_info_file(code, details, hint):
+  with ServingClient("127.0.0.1:1", timeout=1) as client:
+    client._predictions = _Stub(_RpcError(code, details))  # pylint: disable=protected-access
+    with pytest.raises(ServingError) as info:
+      client.contract("old")
+  assert info.value.code == code and details in str(info.value)
+  assert hint in str(info.value) and "assets.extra/atcon_serving.json" in str(info.value)
+
+
+def test_server_refuses_the_contract_of_an_export_without_one():
+  from serving.server import services
+  servable = types.SimpleNamespace(name="old", version=3, export_info={"num_classes": 4})
+  with pytest.raises(services.ServingError) as info:
+    services._contract(servable)  # pylint: disable=protected-access
+  assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+  assert "Model old version 3 records no ATCON contract" in info.value.message
+  assert "assets.extra/atcon_serving.json" in info.value.message
 
 
 # --- malformed requests -------------------------------------------------------------------
@@ -388,6 +468,7 @@ def test_client_errors_are_clear(setup, tmp_path):
   _assert_serving(setup)
 
 
+@pytest.mark.slow
 def test_client_cli_prints_classes_and_writes_overlays(setup, tmp_path):
   images = []
   for i, (size, fmt) in enumerate([((SIZE, SIZE), "PNG"), ((40, 30), "JPEG")]):
@@ -465,6 +546,7 @@ def test_reload_config_adds_a_model(setup, stubs):
   _assert_serving(setup)
 
 
+@pytest.mark.slow
 def test_hot_swap_during_requests_has_no_failures(setup):
   """A new version folder appears while 4 clients send requests: all succeed, then v2 serves."""
   target, client = setup["server"].target, setup["client"]
@@ -510,3 +592,7 @@ def test_hot_swap_during_requests_has_no_failures(setup):
     client.predict(x, "swap", version=1)
   assert info.value.code == grpc.StatusCode.NOT_FOUND
   _assert_serving(setup)
+
+
+if __name__ == "__main__":
+  sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", __file__]))

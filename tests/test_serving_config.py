@@ -160,3 +160,7 @@ def test_tensor_strings_and_broken_protos():
   filled = tensors.tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[7.0])
   filled.tensor_shape.dim.add(size=3)
   assert tensors.to_numpy(filled).tolist() == [7.0, 7.0, 7.0]  # TF repeats the last value.
+
+
+if __name__ == "__main__":
+  sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", __file__]))

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 
 import keras
 import numpy as np
@@ -38,6 +37,7 @@ def _history(path):
     return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["alternating", "combining"])  # supervised: the resume test
 def test_schedule_trains_a_few_steps(tmp_path, data_dir, schedule):
   metrics = finetune.run(_smoke(tmp_path, data_dir, schedule=schedule))
@@ -55,6 +55,7 @@ def test_schedule_trains_a_few_steps(tmp_path, data_dir, schedule):
     assert json.load(f)["split_sizes"]["labeled"] == 20
 
 
+@pytest.mark.slow
 def test_atcon_schedule_fine_tunes_an_imported_model(tmp_path, data_dir):
   path = str(tmp_path / "imported.keras")
   backbones.small_resnet(16, 10, width=4, blocks=(1, 1), seed=3).save(path)
@@ -69,6 +70,7 @@ def test_atcon_schedule_fine_tunes_an_imported_model(tmp_path, data_dir):
   assert not np.allclose(imported.get_layer("logits").kernel.numpy(), tuned.get_layer("logits").kernel.numpy())
 
 
+@pytest.mark.slow
 def test_multi_label_voc_through_mock_data_two_stage_with_evaluation(tmp_path):
   import tensorflow_datasets as tfds
 
@@ -108,6 +110,7 @@ class _EpochRecorder(keras.callbacks.Callback):
     self.epochs.append(epoch)
 
 
+@pytest.mark.slow
 def test_interrupted_fit_resumes_and_finishes_with_the_same_epoch_count(tmp_path, data_dir):
   cfg = _smoke(tmp_path, data_dir, schedule="supervised", epochs=3, steps_per_epoch=2)
   workdir = tmp_path / "run"
@@ -148,6 +151,7 @@ def cli_run(tmp_path_factory, data_dir):
   return workdir, stdout
 
 
+@pytest.mark.slow
 def test_finetune_cli_end_to_end(cli_run):
   workdir, stdout = cli_run
   for text in ("[supervised]", "[atcon]", "| accuracy", "| macro-F1", "WSD IoU", "pointing game",
@@ -170,6 +174,7 @@ def test_finetune_cli_end_to_end(cli_run):
     assert json.load(f)["preprocessing"] == "imagenet_torch"
 
 
+@pytest.mark.slow
 def test_tensorboard_logs_hold_scalars_and_attention_images(cli_run):
   workdir, _ = cli_run
   summaries = visualize.read_summaries(os.path.join(workdir, "logs", "supervised"))
@@ -182,6 +187,7 @@ def test_tensorboard_logs_hold_scalars_and_attention_images(cli_run):
   assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_evaluate_cli_writes_json_and_png(cli_run, tmp_path):
   workdir, _ = cli_run
   output = str(tmp_path / "eval.json")
@@ -199,6 +205,7 @@ def test_evaluate_cli_writes_json_and_png(cli_run, tmp_path):
   assert grid.format == "PNG" and grid.size[0] > grid.size[1] / 3
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path, data_dir):
   stdout = _run_cli(["trainers.finetune", "--config=smoke", "--strategy=mirrored", "--cpu_devices=2",
                      "--schedule=alternating", "--evaluate=false", "--viz_every=0", f"--data_dir={data_dir}",
@@ -220,6 +227,7 @@ def _free_ports(n):
   return ports
 
 
+@pytest.mark.slow
 def test_multi_worker_strategy_with_two_local_workers(tmp_path, data_dir):
   workers = [f"localhost:{p}" for p in _free_ports(2)]
   procs = []

@@ -1,4 +1,4 @@
-r"""Evaluate one model, or compare two on the same test images, from the command line (method.md §6).
+r"""Evaluate one model, or compare two on the same test images, from the command line (docs/method.md §6).
 
     python -m trainers.evaluate --workdir=/tmp/atcon_tf/finetune-...          # its best.keras, its dataset
     python -m trainers.evaluate --workdir=RUN --compare=RUN/supervised/best.keras
@@ -83,7 +83,7 @@ def define_flags():
 def main(argv):
   from absl import flags
 
-  from atcon_tf import model_import
+  from atcon_tf import loading
   from atcon_tf.data import datasets
 
   if len(argv) > 1:
@@ -91,16 +91,16 @@ def main(argv):
   f = flags.FLAGS
   if not f.workdir and not f.model:
     raise SystemExit("Pass --workdir=RUN or --model=PATH.keras.")
-  model_path = model_import.resolve_model_path(f.model or f.workdir)
-  cfg = model_import.run_config(model_path).get("config", {})
+  model_path = loading.resolve_model_path(f.model or f.workdir)
+  cfg = loading.run_config(model_path).get("config", {})
   pick = lambda flag, key, default: flag if flag is not None else cfg.get(key, default)  # noqa: E731
   dataset = pick(f.dataset, "dataset", None)
   if not dataset:
     raise SystemExit("No --dataset given and no config.json found next to the model.")
   paths = {"model": model_path}
   if f.compare:
-    paths["compare"] = model_import.resolve_model_path(f.compare)
-  loaded = model_import.load_model(model_path)
+    paths["compare"] = loading.resolve_model_path(f.compare)
+  loaded = loading.load_model(model_path)
   image_size = f.image_size or (loaded.contract.image_size or (None,))[0] or int(cfg.get("image_size", 224))
   sizes = pick(f.house_numbers_sizes, "house_numbers_sizes", None)
   sizes = dict(zip(("train", "validation", "test"), map(int, sizes))) if sizes else None

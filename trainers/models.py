@@ -24,9 +24,9 @@ class ModelChoice:
 
 
 def _imported(cfg: Config, num_classes: int):
-  from atcon_tf import model_import
+  from atcon_tf import loading
 
-  loaded = model_import.load_model(cfg.model)
+  loaded = loading.load_model(cfg.model)
   outputs = loaded.classifier.output_shape[-1]
   if outputs != num_classes:
     raise ValueError(f"--model has {outputs} outputs but the dataset has {num_classes} classes.")

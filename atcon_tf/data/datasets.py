@@ -14,7 +14,7 @@ subsets (`subsets.py`) are reproducible. Datasets without boxes (SVHN, folders) 
 
 Where each split comes from (the validation split is NEVER carved from test):
 * svhn: train = tfds `train`, test = tfds `test`; validation carved from train by the trainer (`plan_splits`).
-  (The authors used 500 test images for validation, method.md §8.5: an accident not copied here.)
+  (The authors used 500 test images for validation, docs/method.md §8.5: an accident not copied here.)
 * voc2012: train = `train`, test = `validation` (the authors' protocol: VOC12-val is their test set, §4.1).
 * voc2007: train = `train+validation`, test = `test` (VOC2007 test has annotations).
 * house_numbers: its own train / validation / test splits (disjoint parts), generated offline.
@@ -246,7 +246,7 @@ def _svhn_source(split, data_dir, download, image_size, need_labels):
 
 
 def voc_multi_hot(object_labels, is_difficult, num_classes=20):
-  """Multi-hot image label from the objects, ignoring those flagged difficult (method.md §4.1)."""
+  """Multi-hot image label from the objects, ignoring those flagged difficult (docs/method.md §4.1)."""
   keep = tf.logical_not(tf.cast(is_difficult, tf.bool))
   kept = tf.boolean_mask(tf.cast(object_labels, tf.int32), keep)
   hot = tf.reduce_max(tf.one_hot(kept, num_classes, dtype=tf.float32), axis=0)

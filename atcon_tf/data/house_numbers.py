@@ -4,7 +4,7 @@ Why: SVHN and PASCAL VOC cannot be downloaded here, and cropped SVHN has no boxe
 judged against ground truth. A seeded generator made of real parts (real handwriting from scikit-learn's
 `load_digits`, real DejaVu / STIX / Computer Modern fonts shipped with matplotlib, real photographs bundled with
 scikit-image) gives exact boxes and unlimited test pairs. It measures relative effects, not the paper's numbers.
-See shared/docs/house-numbers.md.
+See docs/trainers.md (house_numbers) and docs/method.md §4.5.
 
 Conventions (shared with `atcon_tf.metrics.localization`):
 * boxes are (ymin, xmin, ymax, xmax), the tfds order. `boxes` from `generate_example` are pixel-edge coordinates:
@@ -46,7 +46,7 @@ FONTS = {
     "test": ("DejaVuSerif-BoldItalic.ttf", "DejaVuSansMono-BoldOblique.ttf", "STIXGeneralBolIta.ttf",
              "cmb10.ttf", "cmti10.ttf"),
 }
-# Non-digit distractors: digit look-alikes (house-numbers.md) plus plain letters.
+# Non-digit distractors: digit look-alikes (docs/method.md §4.5) plus plain letters.
 LETTERS = "SBOZIlAEHKPRXaeg"
 _LETTER_EXCLUDE = {"cmtt10.ttf": "lI"}  # typewriter l / I are drawn like the digit 1: they would be label noise
 # Fractions of the 1,797 `load_digits` images given to train / validation / test (a fixed permutation).

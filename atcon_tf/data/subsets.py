@@ -1,4 +1,4 @@
-"""Deterministic labeled / unlabeled / validation splits for few-label experiments (method.md §4).
+"""Deterministic labeled / unlabeled / validation splits for few-label experiments (docs/method.md §4).
 
 Everything here works on *indices* into one split (numpy only), so the same plan can be applied to any
 `tf.data` pipeline (`datasets.select`) and rebuilt bit for bit from `(labels, n_per_class, seed)`.
@@ -59,7 +59,7 @@ def single_label_subset(labels, n_per_class: int, seed: int | None = 0, exclude=
 
 def balanced_multilabel_subset(label_matrix, n_per_class: int, fully_balanced: bool = True,
                                seed: int | None = 0, exclude=None) -> np.ndarray:
-  """The authors' greedy balanced rule (`balancedMiniDataset`, method.md §4.1), indices sorted ascending.
+  """The authors' greedy balanced rule (`balancedMiniDataset`, docs/method.md §4.1), indices sorted ascending.
 
   Scan the images in the `seed` order (`None`: the split's own order, as the `pascal_voc` branch, which
   starts after the validation images); add image i if `counts + y_i <= N` for every class, and, when

@@ -1,4 +1,4 @@
-"""The ATCON attention-consistency loss (method.md §1) and the authors' ablation variants.
+"""The ATCON attention-consistency loss (docs/method.md §1) and the authors' ablation variants.
 
 Attention variants (`attention=`), authors' `resolutionMatch` / `attentionMethod` in brackets:
 - `gb_mask` (default, mode 2): Grad-CAM(x) vs Grad-CAM(x * M), M a soft mask of the
@@ -32,7 +32,7 @@ class ConsistencyConfig(collections.namedtuple(
     "ConsistencyConfig",
     ["attention", "similarity", "mask_intensity", "cam_mask_intensity", "ig_steps",
      "smoothgrad_samples", "smoothgrad_noise"])):
-  """Hyperparameters of the loss; defaults are the authors' (method.md §3)."""
+  """Hyperparameters of the loss; defaults are the authors' (docs/method.md §3)."""
 
   def __new__(cls, attention=choices.DEFAULT_ATTENTION, similarity=choices.DEFAULT_SIMILARITY,
               mask_intensity=choices.MASK_INTENSITY, cam_mask_intensity=choices.CAM_MASK_INTENSITY,

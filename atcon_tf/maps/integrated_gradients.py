@@ -1,7 +1,7 @@
 """Integrated Gradients (Sundararajan et al. 2017), as the ATCON ablation intends it.
 
 IG = (x - b) * mean_{k=0..m} dz_c/dx (b + k/m (x - b)); zero baseline and m = 5 by
-default (method.md §8.7: the authors' code normalised over steps by mistake). All m+1
+default (docs/method.md §8.7: the authors' code normalised over steps by mistake). All m+1
 points run as one batch.
 """
 import tensorflow as tf

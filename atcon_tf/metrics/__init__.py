@@ -1,4 +1,4 @@
-"""Evaluation metrics as the ATCON authors compute them (method.md §4.2, §6), numpy only.
+"""Evaluation metrics as the ATCON authors compute them (docs/method.md §4.2, §6), numpy only.
 
 `classification`: accuracy, macro-F1 (single- and multi-label); `bootstrap`: bstrap-style CIs, the authors'
 pooled p-value and paired tests for two models on the same images; `localization`: the paper's

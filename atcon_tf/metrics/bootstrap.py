@@ -1,4 +1,4 @@
-"""Bootstrap CIs and the p-values of model comparisons (method.md §6.3). NumPy only.
+"""Bootstrap CIs and the p-values of model comparisons (docs/method.md §6.3). NumPy only.
 
 Two kinds of comparison p-value, for two different questions:
 * `pooled_bootstrap_pvalue`: PyPI `bstrap`'s two-sample test, the one the authors ran. It pools both samples

@@ -1,4 +1,4 @@
-"""Classification metrics exactly as the authors define them (method.md §4.2, §6.1).
+"""Classification metrics exactly as the authors define them (docs/method.md §4.2, §6.1).
 
 Why not sklearn: the authors' macro-F1 divides by the number of classes even when a class is absent or never
 predicted (undefined F1 counts 0), and their multi-label F1 has an `eps` in the denominator; sklearn's

@@ -1,8 +1,8 @@
 """Localization metrics for attention maps, one image at a time (+ batch wrappers). numpy only.
 
-Why: the paper's weakly-supervised-detection IoU (method.md §6.2) has many small, number-changing
+Why: the paper's weakly-supervised-detection IoU (docs/method.md §6.2) has many small, number-changing
 details (nearest upsample, median shift, clip at mean + 2 std, strict box inequalities); they live here
-once, tested on hand-computed cases. The pointing games are the map-vs-box checks of house-numbers.md.
+once, tested on hand-computed cases. The pointing games are the map-vs-box checks of docs/method.md §6.4.
 
 Box order everywhere: (ymin, xmin, ymax, xmax), the tfds order (the authors' code uses x first).
 `image_size` / `map_size`: an int (square) or (height, width).

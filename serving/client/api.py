@@ -5,10 +5,12 @@
     result = client.predict(images, model="atcon")           # (B, H, W, 3) -> serving_default
     result["probabilities"], result["gradcam"], result.version
     client.metadata("atcon"); client.status("atcon")
+    client.contract("atcon")  # preprocessing, image size, class names... (local server only)
 
 Every gRPC failure is raised as `ServingError` (status code, details, the call, a hint).
 """
 import collections.abc
+import json
 import os
 import time
 
@@ -23,10 +25,18 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from serving import tensors
+from serving.export import layout
 
 IMAGES_KEY = "images"
+CONTRACT_FIELD = layout.CONTRACT_METADATA_FIELD  # GetModelMetadata field of the local server only
 BYTES_KEY = "images_bytes"
 CLASS_IDS_KEY = "class_ids"
+_CONTRACT_HINT_TF_SERVING = (
+    "real TF Serving only serves the 'signature_def' metadata field; the export's "
+    f"assets.extra/{layout.EXPORT_INFO_FILE} holds the contract (serving.export.load_contract(version_path))")
+_CONTRACT_HINT_NO_CONTRACT = (
+    f"this export records no contract: the export's assets.extra/{layout.EXPORT_INFO_FILE} holds it once the "
+    "model is re-exported with serving.export")
 _STATE_NAMES = dict(get_model_status_pb2.ModelVersionStatus.State.items())
 _STATE_NAMES = {v: k for k, v in _STATE_NAMES.items()}
 
@@ -195,6 +205,33 @@ class ServingClient:
                          "outputs": describe(signature_def.outputs)}
     return {"model": response.model_spec.name, "version": response.model_spec.version.value,
             "signatures": signatures}
+
+  def contract(self, model, version=None, version_label=None):
+    """The `ServingContract` (as a dict) the served version was exported with.
+
+    preprocessing, image_size, class_names, target_layer, multi_label and the loss settings: what a
+    client needs to send the right pixels and read the maps. Answered by the local `serving.server`
+    (metadata_field "atcon_contract"); real TF Serving only serves "signature_def", and a
+    `ServingError` says so. The export's `assets.extra/atcon_serving.json` holds the same contract
+    (`serving.export.load_contract(version_path)` reads it).
+    """
+    call = f"GetModelMetadata(model={model!r}, metadata_field={CONTRACT_FIELD!r})"
+    request = get_model_metadata_pb2.GetModelMetadataRequest(
+        model_spec=self.model_spec(model, version, version_label=version_label),
+        metadata_field=[CONTRACT_FIELD])
+    try:
+      response = self._call(self._predictions.GetModelMetadata, request, call)
+    except ServingError as e:
+      if e.code == grpc.StatusCode.INVALID_ARGUMENT and "not supported" in e.details:
+        raise ServingError(e.code, e.details, call, self.target, _CONTRACT_HINT_TF_SERVING) from None
+      if e.code == grpc.StatusCode.FAILED_PRECONDITION:
+        raise ServingError(e.code, e.details, call, self.target, _CONTRACT_HINT_NO_CONTRACT) from None
+      raise
+    value = wrappers_pb2.StringValue()
+    if CONTRACT_FIELD not in response.metadata or not response.metadata[CONTRACT_FIELD].Unpack(value):
+      raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"the answer holds no {CONTRACT_FIELD!r} StringValue",
+                         call, self.target, _CONTRACT_HINT_TF_SERVING)
+    return json.loads(value.value)
 
   def status(self, model, version=None, version_label=None):
     """[{'version', 'state' ('AVAILABLE', 'LOADING', 'END', ...), 'error_code', 'error_message'}]."""

@@ -50,9 +50,9 @@ def _num_classes(model):
 
 def resolve_contract(model_or_path, contract=None, image_size=None, **overrides):
   """(classifier, contract, source path) with explicit arguments applied over the recorded contract."""
-  from atcon_tf import model_import
+  from atcon_tf import loading
 
-  loaded = model_import.load_model(model_or_path)
+  loaded = loading.load_model(model_or_path)
   recorded = loaded.contract if contract is None else contract
   resolved = recorded.with_overrides(source="export argument", **overrides)
   size, channels = _geometry(loaded.classifier, image_size)

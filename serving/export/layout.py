@@ -6,6 +6,8 @@ import shutil
 import tempfile
 
 EXPORT_INFO_FILE = "atcon_serving.json"  # in VERSION/assets.extra/, next to TF Serving's warm-up file
+# GetModelMetadata field under which the local server (serving.server) answers the info file's "contract".
+CONTRACT_METADATA_FIELD = "atcon_contract"
 
 
 def version_dirs(base_path):

@@ -2,10 +2,12 @@
 
 `tensorflow.serving.PredictionService` (`Predict`, `GetModelMetadata`, `Classify`) and
 `ModelService` (`GetModelStatus`, `HandleReloadConfigRequest`), with TF Serving's status codes
-and messages; an unexpected error is INTERNAL, never a crash. Outputs are sent as
-`tensor_content` (raw bytes). The server binds 127.0.0.1 by default.
+and messages; an unexpected error is INTERNAL, never a crash. GetModelMetadata also answers the
+metadata_field "atcon_contract" (the export's `ServingContract` as JSON), which TF Serving does not.
+Outputs are sent as `tensor_content` (raw bytes). The server binds 127.0.0.1 by default.
 Not implemented (TF Serving only): server-side batching, Regress, MultiInference, the REST API.
 """
+import json
 import logging
 from concurrent import futures
 
@@ -23,6 +25,7 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.apis import status_pb2
 
+from serving import export as export_lib
 from serving import tensors
 from serving.server.manager import ModelManager
 from serving.server.servable import CLASSIFY_METHOD
@@ -30,12 +33,30 @@ from serving.server.validation import ServingError, invalid
 
 log = logging.getLogger("serving.server")
 
+SIGNATURE_DEF_FIELD = "signature_def"
+# The version's ServingContract as JSON in a StringValue: what clients need to send the right pixels and
+# read the maps (preprocessing, image size, class names, Grad-CAM layer, loss settings). Real TF Serving
+# only answers signature_def; its clients read assets.extra/atcon_serving.json of the export instead.
+CONTRACT_FIELD = export_lib.CONTRACT_METADATA_FIELD
+METADATA_FIELDS = (SIGNATURE_DEF_FIELD, CONTRACT_FIELD)
+
 
 def _model_spec(name, version, signature_name=None):
   spec = model_pb2.ModelSpec(name=name, version=wrappers_pb2.Int64Value(value=version))
   if signature_name:
     spec.signature_name = signature_name
   return spec
+
+
+def _contract(servable):
+  """The export's recorded contract as a JSON StringValue; FAILED_PRECONDITION for exports without one."""
+  contract = (servable.export_info or {}).get("contract")
+  if contract is None:
+    raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                       f"Model {servable.name} version {servable.version} records no ATCON contract "
+                       f"(its export has no \"contract\" in assets.extra/{export_lib.EXPORT_INFO_FILE}); "
+                       "re-export it with serving.export.")
+  return wrappers_pb2.StringValue(value=json.dumps(contract, sort_keys=True))
 
 
 def _guarded(method):
@@ -72,19 +93,23 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
   @_guarded
   def GetModelMetadata(self, request, context):
+    """TF Serving's `signature_def` field, plus `atcon_contract` (this server only; see `_contract`)."""
     fields = list(request.metadata_field)
     if not fields:
       raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
     for field in fields:
-      if field != "signature_def":
+      if field not in METADATA_FIELDS:
         raise invalid(f"Metadata field {field} is not supported")
     with self.manager.acquire(request.model_spec) as servable:
       response = get_model_metadata_pb2.GetModelMetadataResponse(
           model_spec=_model_spec(servable.name, servable.version))
-      signature_map = get_model_metadata_pb2.SignatureDefMap()
-      for key, signature_def in servable.signature_defs.items():
-        signature_map.signature_def[key].CopyFrom(signature_def)
-      response.metadata["signature_def"].Pack(signature_map)
+      if SIGNATURE_DEF_FIELD in fields:
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for key, signature_def in servable.signature_defs.items():
+          signature_map.signature_def[key].CopyFrom(signature_def)
+        response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_map)
+      if CONTRACT_FIELD in fields:
+        response.metadata[CONTRACT_FIELD].Pack(_contract(servable))
       return response
 
   @_guarded

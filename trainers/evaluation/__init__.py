@@ -1,4 +1,4 @@
-"""Evaluate one model, or compare two on the same test images, as the ATCON authors do (method.md §6).
+"""Evaluate one model, or compare two on the same test images, as the ATCON authors do (docs/method.md §6).
 
 One job per module:
 * `options`: `EvalOptions` (evaluation knobs) and how each model's recorded settings are resolved;

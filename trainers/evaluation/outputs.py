@@ -37,7 +37,7 @@ def _map_functions(tapped, size, config):
 
 def model_outputs(loaded, ds, info, preprocessing: str, config, batch_size: int = 64,
                   num_examples: int = 0) -> dict:
-  """Per-image outputs of `loaded` (a `model_import.LoadedModel`) over canonical elements `ds`.
+  """Per-image outputs of `loaded` (a `loading.LoadedModel`) over canonical elements `ds`.
 
   Keys: logits, probs, pred (top-1), cam (raw Grad-CAM of the top-1 class, the WSD IoU's map), consistency
   (-ATCON cost under `config`), label, size, index, boxes / box_labels (per image); for datasets with boxes

@@ -10,19 +10,19 @@ from trainers.evaluation.options import CI_LEVEL, EvalOptions
 
 def evaluate_models(models: dict, ds, info, preprocessing: str | None = None,
                     options: EvalOptions | None = None, grid_path=None) -> dict:
-  """Evaluates `models` ({name: model, ATCONModel, model file, run folder or `model_import.LoadedModel`}) on
+  """Evaluates `models` ({name: model, ATCONModel, model file, run folder or `loading.LoadedModel`}) on
   canonical elements `ds`.
 
   Each model is run with its recorded preprocessing unless `preprocessing` is given (then all use it); the
   consistency of all models uses one loss configuration (`loss_config`). With two or more models the first
   and the last are compared on the same images. Returns a JSON-ready dict (numpy scalars aside).
   """
-  from atcon_tf import model_import
+  from atcon_tf import loading
 
   if not models:
     raise ValueError("No models to evaluate.")
   options = options or EvalOptions()
-  loaded = {name: model if isinstance(model, model_import.LoadedModel) else model_import.load_model(model)
+  loaded = {name: model if isinstance(model, loading.LoadedModel) else loading.load_model(model)
             for name, model in models.items()}
   config, source = options_lib.loss_config({n: m.contract for n, m in loaded.items()}, options.loss)
   used = {n: options_lib.preprocessing_for(n, m.contract, preprocessing) for n, m in loaded.items()}

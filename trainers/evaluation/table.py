@@ -74,6 +74,6 @@ def format_table(results: dict) -> str:
   if comparison:
     if "wsd_iou" in comparison:
       notes.append(f"WSD IoU difference and p-value on the {comparison['wsd_iou']['n_both_correct']} images "
-                   "both models classify correctly (method.md §6.2).")
+                   "both models classify correctly (docs/method.md §6.2).")
     notes.append(_test_note(comparison))
   return "\n".join(out + notes)
