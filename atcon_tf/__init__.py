@@ -9,19 +9,20 @@ Main entry points:
 Names are imported on first use (PEP 562), so `import atcon_tf.metrics` or a command's `--help` does not
 load TensorFlow.
 """
+
 import importlib
 
 __version__ = "0.2.0"
 
 _EXPORTS = {
-    "ATCONModel": "atcon_tf.atcon_model",
-    "SCHEDULES": "atcon_tf.atcon_model",
-    "TappedModel": "atcon_tf.tapped_model",
-    "TargetLayerError": "atcon_tf.model_import",
-    "find_target_layer": "atcon_tf.model_import",
-    "load_classifier": "atcon_tf.model_import",
-    "load_model": "atcon_tf.loading",
-    "ServingContract": "atcon_tf.contract",
+  "ATCONModel": "atcon_tf.atcon_model",
+  "SCHEDULES": "atcon_tf.atcon_model",
+  "TappedModel": "atcon_tf.tapped_model",
+  "TargetLayerError": "atcon_tf.model_import",
+  "find_target_layer": "atcon_tf.model_import",
+  "load_classifier": "atcon_tf.model_import",
+  "load_model": "atcon_tf.loading",
+  "ServingContract": "atcon_tf.contract",
 }
 
 __all__ = sorted(_EXPORTS)

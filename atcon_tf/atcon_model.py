@@ -12,6 +12,7 @@ equal the single-device gradient of the global batch mean.
 The model also records what serving needs (`contract`: preprocessing, class names, Grad-CAM layer,
 loss settings), so a saved `.keras` file can be exported without being told again.
 """
+
 import keras
 import tensorflow as tf
 
@@ -30,10 +31,20 @@ SCHEDULES = choices.MODEL_SCHEDULES
 class ATCONModel(keras.Model):
   """Fine-tunes `classifier` so its Grad-CAM and guided-backprop attention agree."""
 
-  def __init__(self, classifier, target_layer=None, schedule="atcon", alpha=1.0,
-               multi_label=False, attention=choices.DEFAULT_ATTENTION,
-               similarity=choices.DEFAULT_SIMILARITY, mask_intensity=choices.MASK_INTENSITY,
-               preprocessing=None, class_names=None, **kwargs):
+  def __init__(
+    self,
+    classifier,
+    target_layer=None,
+    schedule="atcon",
+    alpha=1.0,
+    multi_label=False,
+    attention=choices.DEFAULT_ATTENTION,
+    similarity=choices.DEFAULT_SIMILARITY,
+    mask_intensity=choices.MASK_INTENSITY,
+    preprocessing=None,
+    class_names=None,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     choices.check("schedule", schedule, SCHEDULES)
     if preprocessing is not None:
@@ -44,7 +55,8 @@ class ATCONModel(keras.Model):
     self.multi_label = bool(multi_label)
     self.tapped = tapped_model.TappedModel(self.classifier, target_layer, multi_label=self.multi_label)
     self.consistency_config = consistency.ConsistencyConfig(
-        attention=attention, similarity=similarity, mask_intensity=mask_intensity)
+      attention=attention, similarity=similarity, mask_intensity=mask_intensity
+    )
     self.preprocessing = preprocessing
     self.class_names = None if class_names is None else [str(c) for c in class_names]
     self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -69,24 +81,33 @@ class ATCONModel(keras.Model):
     """What serving needs besides the weights (`atcon_tf.contract.ServingContract`)."""
     shape = tuple(self.classifier.input_shape)
     return contract_lib.ServingContract(
-        preprocessing=self.preprocessing,
-        image_size=shape[1:3] if None not in shape[1:3] else None,
-        target_layer=self.tapped.target_layer_path, class_names=self.class_names,
-        multi_label=self.multi_label, attention=self.consistency_config.attention,
-        similarity=self.consistency_config.similarity,
-        mask_intensity=self.consistency_config.mask_intensity)
+      preprocessing=self.preprocessing,
+      image_size=shape[1:3] if None not in shape[1:3] else None,
+      target_layer=self.tapped.target_layer_path,
+      class_names=self.class_names,
+      multi_label=self.multi_label,
+      attention=self.consistency_config.attention,
+      similarity=self.consistency_config.similarity,
+      mask_intensity=self.consistency_config.mask_intensity,
+    )
 
   @property
   def metrics(self):
-    own = [self.loss_tracker, self.supervised_loss_tracker, self.consistency_tracker,
-           self.mask_mean_tracker, self.mask_spread_tracker]
+    own = [
+      self.loss_tracker,
+      self.supervised_loss_tracker,
+      self.consistency_tracker,
+      self.mask_mean_tracker,
+      self.mask_spread_tracker,
+    ]
     if self.compiled and self._compile_metrics is not None:
       own.append(self._compile_metrics)
     return own
 
   def get_config(self):
     config = super().get_config()
-    config.update({
+    config.update(
+      {
         "classifier": keras.saving.serialize_keras_object(self.classifier),
         "target_layer": self.tapped.target_layer_path,
         "schedule": self.schedule,
@@ -97,7 +118,8 @@ class ATCONModel(keras.Model):
         "mask_intensity": self.consistency_config.mask_intensity,
         "preprocessing": self.preprocessing,
         "class_names": self.class_names,
-    })
+      }
+    )
     return config
 
   @classmethod
@@ -118,8 +140,11 @@ class ATCONModel(keras.Model):
     for _, _, it in iterator:
       batch = next(it)
       data_batch = tf.nest.map_structure(
-          lambda v: strategy.experimental_local_results(v)[0]
-          if isinstance(v, tf.distribute.DistributedValues) else v, batch)
+        lambda v: (
+          strategy.experimental_local_results(v)[0] if isinstance(v, tf.distribute.DistributedValues) else v
+        ),
+        batch,
+      )
       break
     if isinstance(data_batch, dict):  # Schedule dicts: Keras only knows (x, y) batches.
       data_batch = (data_batch["image"], data_batch.get("label"))
@@ -233,8 +258,11 @@ class ATCONModel(keras.Model):
       sup = tf.reduce_mean(heads.supervised_loss(y, result.logits, self.multi_label))
       self.supervised_loss_tracker.update_state(sup)
       self._update_metrics(x, y, result.logits)
-      loss = sup if self.schedule == "supervised" else (
-          sup + self.alpha * cons if self.schedule == "combining" else cons)
+      loss = (
+        sup
+        if self.schedule == "supervised"
+        else (sup + self.alpha * cons if self.schedule == "combining" else cons)
+      )
     self.loss_tracker.update_state(loss)
     return self._step_logs()
 

@@ -18,8 +18,8 @@ class WeightsUnavailableError(RuntimeError):
 
 
 _APPLICATIONS = {
-    "resnet50": ("ResNet50", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    "mobilenet_v2": ("MobileNetV2", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
+  "resnet50": ("ResNet50", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+  "mobilenet_v2": ("MobileNetV2", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
 }
 
 
@@ -35,20 +35,22 @@ def small_resnet(image_size=32, classes=10, width=16, blocks=(1, 1, 1), seed=0, 
   x = keras.layers.BatchNormalization(name="stem_bn")(x)
   x = keras.layers.ReLU(name="stem_relu")(x)
   for stage, count in enumerate(blocks):
-    filters = width * 2 ** stage
+    filters = width * 2**stage
     for block in range(count):
       stride = 2 if stage > 0 and block == 0 else 1
       prefix = f"stage{stage + 1}_block{block + 1}"
       shortcut = x
-      y = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
-                              name=prefix + "_conv1")(x)
+      y = keras.layers.Conv2D(
+        filters, 3, strides=stride, padding="same", use_bias=False, name=prefix + "_conv1"
+      )(x)
       y = keras.layers.BatchNormalization(name=prefix + "_bn1")(y)
       y = keras.layers.ReLU(name=prefix + "_relu1")(y)
       y = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=prefix + "_conv2")(y)
       y = keras.layers.BatchNormalization(name=prefix + "_bn2")(y)
       if stride != 1 or shortcut.shape[-1] != filters:
-        shortcut = keras.layers.Conv2D(filters, 1, strides=stride, use_bias=False,
-                                       name=prefix + "_proj")(shortcut)
+        shortcut = keras.layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=prefix + "_proj")(
+          shortcut
+        )
         shortcut = keras.layers.BatchNormalization(name=prefix + "_proj_bn")(shortcut)
       x = keras.layers.Add(name=prefix + "_add")([shortcut, y])
       x = keras.layers.ReLU(name=prefix + "_out")(x)
@@ -66,30 +68,42 @@ def application(backbone: str, image_size: int, num_classes: int, weights="image
   if weights not in (None, "imagenet") and not os.path.isfile(weights):
     raise FileNotFoundError(f"weights={weights!r}: no such file (expected imagenet, none or a .h5 path).")
   try:
-    base = getattr(keras.applications, fn_name)(include_top=False, weights=weights,
-                                                input_shape=(image_size, image_size, 3))
+    base = getattr(keras.applications, fn_name)(
+      include_top=False, weights=weights, input_shape=(image_size, image_size, 3)
+    )
   except Exception as error:  # noqa: BLE001 - a failed download surfaces as several exception types
     if weights != "imagenet":
       raise
     cache = os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")), "models")
     raise WeightsUnavailableError(
-        f"ImageNet weights for {backbone} are not cached and cannot be downloaded here ({error}).\n"
-        f"On a machine with internet run: python -c \"import keras; keras.applications.{fn_name}("
-        f"include_top=False, weights='imagenet')\", then copy ~/.keras/models/{weights_file} to "
-        f"{cache}/ on this machine, or pass --weights=/path/to/{weights_file}; or --weights=none for a random "
-        "initialisation.") from error
+      f"ImageNet weights for {backbone} are not cached and cannot be downloaded here ({error}).\n"
+      f"On a machine with internet run: python -c \"import keras; keras.applications.{fn_name}("
+      f"include_top=False, weights='imagenet')\", then copy ~/.keras/models/{weights_file} to "
+      f"{cache}/ on this machine, or pass --weights=/path/to/{weights_file}; or --weights=none for a random "
+      "initialisation."
+    ) from error
   x = keras.layers.GlobalAveragePooling2D(name="gap")(base.output)
   # PyTorch's Linear init (the authors' new head): U(+-1/sqrt(fan_in)) for weights and bias.
   limit = 1.0 / base.output.shape[-1] ** 0.5
   outputs = keras.layers.Dense(
-      num_classes, kernel_initializer=keras.initializers.RandomUniform(-limit, limit, seed=seed),
-      bias_initializer=keras.initializers.RandomUniform(-limit, limit, seed=seed + 1), name="logits")(x)
+    num_classes,
+    kernel_initializer=keras.initializers.RandomUniform(-limit, limit, seed=seed),
+    bias_initializer=keras.initializers.RandomUniform(-limit, limit, seed=seed + 1),
+    name="logits",
+  )(x)
   # One flat functional graph: the Grad-CAM layer (conv5_block3_out / out_relu) is found by name.
   return keras.Model(base.input, outputs, name=f"{backbone}_atcon")
 
 
-def build(backbone: str, image_size: int, num_classes: int, weights: str = "auto", seed: int = 0,
-          resnet_width: int = 16, resnet_blocks=(1, 1, 1)):
+def build(
+  backbone: str,
+  image_size: int,
+  num_classes: int,
+  weights: str = "auto",
+  seed: int = 0,
+  resnet_width: int = 16,
+  resnet_blocks=(1, 1, 1),
+):
   """The named backbone with a `num_classes` logit head.
 
   weights: auto (ImageNet for keras.applications, random for small_resnet) | imagenet | none | PATH

@@ -25,8 +25,11 @@ AUGMENTATIONS = ("none", "digits", "flip", "voc")
 
 # Model factories (atcon_tf.backbones) and the preprocessing each one was designed for.
 BACKBONES = ("small_resnet", "resnet50", "mobilenet_v2")
-BACKBONE_PREPROCESSING = {"small_resnet": "imagenet_torch", "resnet50": "imagenet_caffe",
-                          "mobilenet_v2": "scale_-1_1"}
+BACKBONE_PREPROCESSING = {
+  "small_resnet": "imagenet_torch",
+  "resnet50": "imagenet_caffe",
+  "mobilenet_v2": "scale_-1_1",
+}
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 DATASETS = ("house_numbers", "svhn", "voc2007", "voc2012", "folder:PATH")

@@ -70,9 +70,10 @@ class ServingContract:
   def require_preprocessing(self, what: str = "this model") -> str:
     if self.preprocessing is None:
       raise ContractError(
-          f"{what} records no preprocessing, and serving it with a guessed one gives wrong predictions. Pass "
-          f"the one it was trained with: --preprocessing=NAME (one of {list(choices.PREPROCESSING)}), or "
-          "contract=ServingContract(preprocessing=...) in Python. Models saved by trainers.finetune record it.")
+        f"{what} records no preprocessing, and serving it with a guessed one gives wrong predictions. Pass "
+        f"the one it was trained with: --preprocessing=NAME (one of {list(choices.PREPROCESSING)}), or "
+        "contract=ServingContract(preprocessing=...) in Python. Models saved by trainers.finetune record it."
+      )
     return self.preprocessing
 
   def consistency_settings(self) -> dict:

@@ -3,6 +3,7 @@
 Single-label heads use softmax, multi-label heads use independent sigmoids. Training, evaluation, the
 TensorBoard pictures and the served `probabilities` all go through `probabilities`, so they cannot disagree.
 """
+
 import tensorflow as tf
 
 

@@ -5,6 +5,7 @@ probabilities, a tap on one layer's output). Cloning would copy the weights, so 
 patch attributes of the live layers inside a context and restore them on exit.
 Under `tf.function` the patch is read at trace time, so each variant traces its own graph.
 """
+
 import contextlib
 
 import keras

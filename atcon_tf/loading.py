@@ -5,6 +5,7 @@ file or a trainer's run folder, and goes through `load_model`, so an `ATCONModel
 everywhere and its `ServingContract` (preprocessing, Grad-CAM layer, loss settings, class names) is never
 dropped on the way.
 """
+
 from __future__ import annotations
 
 import collections
@@ -33,9 +34,13 @@ def resolve_model_path(path) -> str:
     if len(candidates) == 1:
       return os.path.join(path, candidates[0])
     raise FileNotFoundError(
-        f"Run folder {path!r} has no best.keras" +
-        (f" and several .keras files ({', '.join(candidates)}): name one." if candidates else
-         " and no other .keras file."))
+      f"Run folder {path!r} has no best.keras"
+      + (
+        f" and several .keras files ({', '.join(candidates)}): name one."
+        if candidates
+        else " and no other .keras file."
+      )
+    )
   if not os.path.exists(path):
     raise FileNotFoundError(f"No model file or run folder at {path!r}.")
   return path

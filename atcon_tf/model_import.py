@@ -1,4 +1,5 @@
 """Bring an existing Keras classifier into atcon_tf: load its file and find its Grad-CAM layer."""
+
 from __future__ import annotations
 
 import os
@@ -16,7 +17,8 @@ def load_classifier(model_or_path):
     return model_or_path
   if not isinstance(model_or_path, (str, os.PathLike)):
     raise TypeError(
-        f"Expected a keras.Model or a path to a .keras/.h5 file, got {type(model_or_path).__name__}.")
+      f"Expected a keras.Model or a path to a .keras/.h5 file, got {type(model_or_path).__name__}."
+    )
   path = os.fspath(model_or_path)
   if not os.path.exists(path):
     raise FileNotFoundError(f"No model file at {path!r}.")
@@ -61,10 +63,11 @@ def find_target_layer(model):
       found = path
   if found is None:
     raise TargetLayerError(
-        f"Model {model.name!r} has no layer usable for Grad-CAM: looked for the last layer "
-        "(nested models included) whose output is 4-D (batch, height, width, channels) with "
-        "height*width > 1. Pass target_layer= explicitly, or use a larger input size if the "
-        "last convolutional block shrinks to 1x1.")
+      f"Model {model.name!r} has no layer usable for Grad-CAM: looked for the last layer "
+      "(nested models included) whose output is 4-D (batch, height, width, channels) with "
+      "height*width > 1. Pass target_layer= explicitly, or use a larger input size if the "
+      "last convolutional block shrinks to 1x1."
+    )
   return found
 
 
@@ -79,8 +82,9 @@ def get_layer_by_path(model, path):
     except ValueError:
       names = [p for p, _ in _layer_paths(model)]
       raise TargetLayerError(
-          f"No layer {path!r} in model {model.name!r}. Known layers: {', '.join(names[-12:])} "
-          f"(last 12 of {len(names)}).") from None
+        f"No layer {path!r} in model {model.name!r}. Known layers: {', '.join(names[-12:])} "
+        f"(last 12 of {len(names)})."
+      ) from None
   return layer
 
 

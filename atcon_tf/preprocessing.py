@@ -28,14 +28,20 @@ class Preprocessing:
   needs_rgb: bool
 
 
-REGISTRY = {p.name: p for p in (
-    Preprocessing("imagenet_torch", "(x / 255 - ImageNet mean) / ImageNet std (torchvision; Keras 'torch')",
-                  "torch", True),
-    Preprocessing("imagenet_caffe", "RGB -> BGR, then minus the ImageNet BGR mean (Keras 'caffe')", "caffe", True),
+REGISTRY = {
+  p.name: p
+  for p in (
+    Preprocessing(
+      "imagenet_torch", "(x / 255 - ImageNet mean) / ImageNet std (torchvision; Keras 'torch')", "torch", True
+    ),
+    Preprocessing(
+      "imagenet_caffe", "RGB -> BGR, then minus the ImageNet BGR mean (Keras 'caffe')", "caffe", True
+    ),
     Preprocessing("scale_-1_1", "x / 127.5 - 1 (Keras 'tf', MobileNetV2)", "tf", False),
     Preprocessing("scale_0_1", "x / 255", None, False),
     Preprocessing("none", "identity: the input already is what the model takes", None, False),
-)}
+  )
+}
 assert tuple(REGISTRY) == choices.PREPROCESSING
 
 
@@ -48,7 +54,9 @@ def check(name: str, channels: int) -> Preprocessing:
   """The named preprocessing, refused for a model whose input it cannot fit."""
   spec = get(name)
   if spec.needs_rgb and channels != 3:
-    raise ValueError(f"Preprocessing {name!r} needs 3-channel (RGB) images, the model takes {channels} channel(s).")
+    raise ValueError(
+      f"Preprocessing {name!r} needs 3-channel (RGB) images, the model takes {channels} channel(s)."
+    )
   return spec
 
 
@@ -70,7 +78,9 @@ def apply_numpy(images, name: str) -> np.ndarray:
   get(name)
   x = np.asarray(images, np.float32)
   if name == "imagenet_torch":
-    return (x / np.float32(255.0) - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
+    return (x / np.float32(255.0) - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(
+      IMAGENET_STD, np.float32
+    )
   if name == "imagenet_caffe":
     return x[..., ::-1] - np.asarray(CAFFE_BGR_MEAN, np.float32)
   if name == "scale_-1_1":

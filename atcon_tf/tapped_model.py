@@ -1,4 +1,5 @@
 """A classifier whose Grad-CAM layer and logits are read in one forward pass."""
+
 import contextlib
 
 from atcon_tf import heads
@@ -21,8 +22,7 @@ class TappedModel:
     self.model = model_import.load_classifier(model)
     self.target_layer_path = target_layer or model_import.find_target_layer(self.model)
     self.target_layer = model_import.get_layer_by_path(self.model, self.target_layer_path)
-    self._logit_patches, self.output_activation = model_import.output_activation_patches(
-        self.model)
+    self._logit_patches, self.output_activation = model_import.output_activation_patches(self.model)
     # A final sigmoid says multi-label; the caller's word (e.g. a recorded contract) wins.
     self.multi_label = self.output_activation == "sigmoid" if multi_label is None else bool(multi_label)
 
@@ -56,7 +56,8 @@ class TappedModel:
       logits = self.logits(x)
     if not captured:
       raise model_import.TargetLayerError(
-          f"Target layer {self.target_layer_path!r} was not called in the forward pass.")
+        f"Target layer {self.target_layer_path!r} was not called in the forward pass."
+      )
     return captured[-1], logits
 
   def probabilities(self, logits):

@@ -1,9 +1,11 @@
 """A tiny model for tests, demos and benchmarks (16-32 px inputs, a few hundred weights)."""
+
 import keras
 
 
-def tiny_cnn(image_size=16, channels=3, classes=4, batch_norm=True, seed=0, dtype="float32",
-             output_activation=None):
+def tiny_cnn(
+  image_size=16, channels=3, classes=4, batch_norm=True, seed=0, dtype="float32", output_activation=None
+):
   """conv-BN-ReLU x2 -> GAP -> Dense: every piece the ATCON loss touches, nothing more."""
   keras.utils.set_random_seed(seed)
   inputs = keras.Input((image_size, image_size, channels), dtype=dtype)
@@ -11,8 +13,7 @@ def tiny_cnn(image_size=16, channels=3, classes=4, batch_norm=True, seed=0, dtyp
   if batch_norm:
     x = keras.layers.BatchNormalization(dtype=dtype, name="bn1")(x)
   x = keras.layers.ReLU(dtype=dtype, name="relu1")(x)
-  x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", dtype=dtype,
-                          name="conv2")(x)
+  x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", dtype=dtype, name="conv2")(x)
   if batch_norm:
     x = keras.layers.BatchNormalization(dtype=dtype, name="bn2")(x)
   x = keras.layers.Activation("relu", dtype=dtype, name="features")(x)

@@ -1,4 +1,5 @@
 """tf.data pipelines that feed `ATCONModel`'s alternating and combining schedules."""
+
 import tensorflow as tf
 
 
@@ -37,12 +38,17 @@ def alternating_dataset(labeled, unlabeled, alpha, labeled_size, unlabeled_size,
   def from_unlabeled(*element):
     x, _ = split_batch(element if len(element) > 1 else element[0])
     shape = tf.concat([tf.shape(x)[:1], tf.constant(label_spec.shape[1:].as_list(), tf.int32)], 0)
-    return {"image": x, "label": tf.zeros(shape, label_spec.dtype),
-            "is_labeled": tf.zeros([tf.shape(x)[0]], tf.bool)}
+    return {
+      "image": x,
+      "label": tf.zeros(shape, label_spec.dtype),
+      "is_labeled": tf.zeros([tf.shape(x)[0]], tf.bool),
+    }
 
   return tf.data.Dataset.sample_from_datasets(
-      [labeled.repeat().map(from_labeled), unlabeled.repeat().map(from_unlabeled)],
-      weights=[p, 1.0 - p], seed=seed)
+    [labeled.repeat().map(from_labeled), unlabeled.repeat().map(from_unlabeled)],
+    weights=[p, 1.0 - p],
+    seed=seed,
+  )
 
 
 def combining_dataset(labeled, unlabeled):

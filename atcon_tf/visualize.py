@@ -132,10 +132,16 @@ def _panels_fn(tapped, config):
   @tf.function(reduce_retracing=True)
   def panels(x, class_ids):
     explained = maps.explain(tapped, x, class_ids, config)
-    return {"gradcam": tf.nn.relu(explained.gradcam), "gradcam_raw": explained.gradcam,
-            "guided_backprop": explained.guided_backprop, "mask": explained.mask,
-            "mask_logits": explained.mask_logits, "class_ids": explained.class_ids,
-            "probabilities": explained.probabilities, "consistency": explained.consistency}
+    return {
+      "gradcam": tf.nn.relu(explained.gradcam),
+      "gradcam_raw": explained.gradcam,
+      "guided_backprop": explained.guided_backprop,
+      "mask": explained.mask,
+      "mask_logits": explained.mask_logits,
+      "class_ids": explained.class_ids,
+      "probabilities": explained.probabilities,
+      "consistency": explained.consistency,
+    }
 
   cache[config] = panels
   return panels
@@ -172,8 +178,11 @@ def _tapped_for(model, loaded):
   if isinstance(tapped, tapped_model.TappedModel) and tapped.model is loaded.classifier:
     return tapped
   contract = loaded.contract
-  return tapped_model.TappedModel(loaded.classifier, contract.target_layer,
-                                  multi_label=contract.multi_label if _recorded(contract) else None)
+  return tapped_model.TappedModel(
+    loaded.classifier,
+    contract.target_layer,
+    multi_label=contract.multi_label if _recorded(contract) else None,
+  )
 
 
 def as_tapped(model) -> tapped_model.TappedModel:
@@ -190,15 +199,23 @@ def panel_rows(images, panels: dict, cmap: str = "jet") -> list:
   for i, image in enumerate(images):
     img = as_rgb(image)
     gb = colorize(panels["guided_backprop"][i], "gray", size=img.shape[:2])
-    rows.append([img, overlay(img, panels["gradcam"][i], cmap), gb,
-                 overlay(img, panels["mask"][i], "viridis", alpha=0.6)])
+    rows.append(
+      [
+        img,
+        overlay(img, panels["gradcam"][i], cmap),
+        gb,
+        overlay(img, panels["mask"][i], "viridis", alpha=0.6),
+      ]
+    )
   return rows
 
 
 def grid_array(rows, pad: int = 2, scale: int = 1) -> np.ndarray:
   """Tiles rows of equal-size uint8 RGB images into one image (white padding), optionally upscaled."""
-  tiles = [[np.kron(as_rgb(t), np.ones((scale, scale, 1), np.uint8)) if scale > 1 else as_rgb(t) for t in row]
-           for row in rows]
+  tiles = [
+    [np.kron(as_rgb(t), np.ones((scale, scale, 1), np.uint8)) if scale > 1 else as_rgb(t) for t in row]
+    for row in rows
+  ]
   h = max(t.shape[0] for row in tiles for t in row)
   w = max(t.shape[1] for row in tiles for t in row)
   ncols = max(len(row) for row in tiles)
@@ -206,11 +223,13 @@ def grid_array(rows, pad: int = 2, scale: int = 1) -> np.ndarray:
   for r, row in enumerate(tiles):
     for c, t in enumerate(row):
       y, x = pad + r * (h + pad), pad + c * (w + pad)
-      out[y:y + t.shape[0], x:x + t.shape[1]] = t
+      out[y : y + t.shape[0], x : x + t.shape[1]] = t
   return out
 
 
-def save_grid(path, rows, column_titles=COLUMNS, row_titles=None, title=None, tile_inches: float = 1.6) -> str:
+def save_grid(
+  path, rows, column_titles=COLUMNS, row_titles=None, title=None, tile_inches: float = 1.6
+) -> str:
   """Writes a titled PNG grid of uint8 RGB tiles (matplotlib `Figure`, Agg canvas); returns the path."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
@@ -268,8 +287,18 @@ class AttentionMapCallback(keras.callbacks.Callback):
   Keras classifier (the default settings).
   """
 
-  def __init__(self, images, inputs, log_dir, every_n_epochs: int = 1, mask_intensity: float | None = None,
-               png_dir=None, labels=None, class_names=None, max_images: int = 8):
+  def __init__(
+    self,
+    images,
+    inputs,
+    log_dir,
+    every_n_epochs: int = 1,
+    mask_intensity: float | None = None,
+    png_dir=None,
+    labels=None,
+    class_names=None,
+    max_images: int = 8,
+  ):
     super().__init__()
     self.images = np.asarray(images)[:max_images]
     self.inputs = np.asarray(inputs, np.float32)[:max_images]
@@ -288,15 +317,23 @@ class AttentionMapCallback(keras.callbacks.Callback):
     if self._writer is None:
       self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "attention"))
     with self._writer.as_default():
-      tf.summary.image("attention/grid", grid_array(rows)[None], step=step,
-                       description="per row: image, Grad-CAM, guided backprop |GB|, ATCON mask")
+      tf.summary.image(
+        "attention/grid",
+        grid_array(rows)[None],
+        step=step,
+        description="per row: image, Grad-CAM, guided backprop |GB|, ATCON mask",
+      )
       for name, col in (("gradcam", 1), ("guided_backprop", 2), ("mask", 3)):
         images = np.stack([as_rgb(r[col]) for r in rows])
         tf.summary.image(f"attention/{name}", images, step=step, max_outputs=len(rows))
     self._writer.flush()
     if self.png_dir:
-      save_grid(os.path.join(self.png_dir, f"epoch_{step:03d}.png"), rows,
-                row_titles=row_titles_for(panels, self.labels, self.class_names), title=f"epoch {step}")
+      save_grid(
+        os.path.join(self.png_dir, f"epoch_{step:03d}.png"),
+        rows,
+        row_titles=row_titles_for(panels, self.labels, self.class_names),
+        title=f"epoch {step}",
+      )
     return panels
 
   def on_epoch_end(self, epoch, logs=None):

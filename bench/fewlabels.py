@@ -18,6 +18,7 @@ Writes DIR/results.md (the markdown tables, also printed) and DIR/results.json; 
 DIR/runs/N<n>_seed<s>/ and a finished run is reused when the study is restarted (so it can be resumed).
 house_numbers is SYNTHETIC (not SVHN): it measures relative effects, not the paper's numbers.
 """
+
 import json
 import math
 import os
@@ -36,7 +37,9 @@ _PER_RUN = ("labels_per_class", "seed", "workdir", "schedule")  # set by the stu
 
 config_lib.define_flags(skip=_PER_RUN)
 flags.DEFINE_string("out", None, "Output folder (results.md, results.json, runs/).")
-flags.DEFINE_list("study_labels", ["2", "8"], "Labeled images per class, one two_stage run per value and seed.")
+flags.DEFINE_list(
+  "study_labels", ["2", "8"], "Labeled images per class, one two_stage run per value and seed."
+)
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (>= 3 for the study).")
 flags.DEFINE_boolean("quick", False, "Tiny sanity run: the fewlabels_quick preset instead of fewlabels.")
 flags.mark_flag_as_required("out")
@@ -124,16 +127,21 @@ def _diff(a, b):
 
 
 def tables(rows, cfg, tests="") -> str:
-  lines = [f"## Few-label study: supervised baseline vs ATCON (two_stage), house_numbers/{cfg.house_numbers_config}"
-           " (SYNTHETIC, not SVHN)", "",
-           f"{cfg.backbone} ({'width ' + str(cfg.resnet_width) if cfg.backbone == 'small_resnet' else cfg.weights}"
-           f"), {cfg.image_size} px; supervised {cfg.epochs}x{cfg.steps_per_epoch} steps, batch "
-           f"{cfg.batch_size}, lr {cfg.lr:g}; ATCON {cfg.atcon_epochs}x{cfg.atcon_steps_per_epoch} steps, lr "
-           f"{cfg.atcon_lr:g}, w={cfg.mask_intensity:g}, on the {cfg.unlabeled} images; best checkpoint of each "
-           "stage by validation supervised loss.", "",
-           "### Mean over seeds (90% t-interval over seeds)", "",
-           "| N/class | seeds | baseline F1 | ATCON F1 | ΔF1 | baseline IoU | ATCON IoU | ΔIoU | ATCON F1 > baseline |",
-           "|---|---|---|---|---|---|---|---|---|"]
+  lines = [
+    f"## Few-label study: supervised baseline vs ATCON (two_stage), house_numbers/{cfg.house_numbers_config}"
+    " (SYNTHETIC, not SVHN)",
+    "",
+    f"{cfg.backbone} ({'width ' + str(cfg.resnet_width) if cfg.backbone == 'small_resnet' else cfg.weights}"
+    f"), {cfg.image_size} px; supervised {cfg.epochs}x{cfg.steps_per_epoch} steps, batch "
+    f"{cfg.batch_size}, lr {cfg.lr:g}; ATCON {cfg.atcon_epochs}x{cfg.atcon_steps_per_epoch} steps, lr "
+    f"{cfg.atcon_lr:g}, w={cfg.mask_intensity:g}, on the {cfg.unlabeled} images; best checkpoint of each "
+    "stage by validation supervised loss.",
+    "",
+    "### Mean over seeds (90% t-interval over seeds)",
+    "",
+    "| N/class | seeds | baseline F1 | ATCON F1 | ΔF1 | baseline IoU | ATCON IoU | ΔIoU | ATCON F1 > baseline |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ]
   for n in sorted({r["n"] for r in rows}):
     rs = [r for r in rows if r["n"] == n]
     cells = []
@@ -147,23 +155,30 @@ def tables(rows, cfg, tests="") -> str:
   chance = [r for r in rows if r["baseline_accuracy"] is not None and r["baseline_accuracy"] < 1.5 / 10]
   lines += ["", "IoU: WSD IoU (docs/method.md) on the test images both checkpoints classify correctly."]
   if chance:
-    lines += ["", f"**Note:** the baseline's accuracy is at chance level (< 1.5/10) in {len(chance)} of {len(rows)} "
-              "runs: with so few labels a network trained from scratch memorises its training images, and F1 / IoU "
-              "differences then measure noise. Use more labels, more steps or a pretrained backbone "
-              "(--backbone=resnet50 --weights=PATH) for a meaningful comparison."]
-  lines += ["",
-            f"### Per run (test-set bootstrap 90% CI; p-values: {tests or 'see results.json'})", "",
-            "| N | seed | baseline F1 | ATCON F1 | p(F1) | baseline IoU | ATCON IoU | p(IoU) | both correct | "
-            "pointing base→ATCON | consistency base→ATCON |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+      "",
+      f"**Note:** the baseline's accuracy is at chance level (< 1.5/10) in {len(chance)} of {len(rows)} "
+      "runs: with so few labels a network trained from scratch memorises its training images, and F1 / IoU "
+      "differences then measure noise. Use more labels, more steps or a pretrained backbone "
+      "(--backbone=resnet50 --weights=PATH) for a meaningful comparison.",
+    ]
+  lines += [
+    "",
+    f"### Per run (test-set bootstrap 90% CI; p-values: {tests or 'see results.json'})",
+    "",
+    "| N | seed | baseline F1 | ATCON F1 | p(F1) | baseline IoU | ATCON IoU | p(IoU) | both correct | "
+    "pointing base→ATCON | consistency base→ATCON |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
   for r in sorted(rows, key=lambda r: (r["n"], r["seed"])):
     p = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     lines.append(
-        f"| {r['n']} | {r['seed']} | {_fmt(r['baseline_macro_f1'], *r['baseline_macro_f1_ci'])} | "
-        f"{_fmt(r['atcon_macro_f1'], *r['atcon_macro_f1_ci'])} | {p(r['p_f1'])} | "
-        f"{_fmt(r['baseline_wsd_iou_both_correct'])} | {_fmt(r['atcon_wsd_iou_both_correct'])} | {p(r['p_iou'])} | "
-        f"{r['n_both_correct']} | {p(r['baseline_pointing_game'])}→{p(r['atcon_pointing_game'])} | "
-        f"{p(r['baseline_consistency'])}→{p(r['atcon_consistency'])} |")
+      f"| {r['n']} | {r['seed']} | {_fmt(r['baseline_macro_f1'], *r['baseline_macro_f1_ci'])} | "
+      f"{_fmt(r['atcon_macro_f1'], *r['atcon_macro_f1_ci'])} | {p(r['p_f1'])} | "
+      f"{_fmt(r['baseline_wsd_iou_both_correct'])} | {_fmt(r['atcon_wsd_iou_both_correct'])} | {p(r['p_iou'])} | "
+      f"{r['n_both_correct']} | {p(r['baseline_pointing_game'])}→{p(r['atcon_pointing_game'])} | "
+      f"{p(r['baseline_consistency'])}→{p(r['atcon_consistency'])} |"
+    )
   return "\n".join(lines)
 
 
@@ -180,8 +195,9 @@ def main(argv):
   os.makedirs(out, exist_ok=True)
   grid = [(int(n), int(s)) for n in FLAGS.study_labels for s in FLAGS.seeds]
   print(f"few-label study: {len(grid)} two_stage runs -> {out} (preset {base.config})", flush=True)
-  settings = dict(json.loads(json.dumps(base.__dict__, default=list)), study_labels=FLAGS.study_labels,
-                  seeds=FLAGS.seeds)
+  settings = dict(
+    json.loads(json.dumps(base.__dict__, default=list)), study_labels=FLAGS.study_labels, seeds=FLAGS.seeds
+  )
   start = time.time()
   rows = []
   for i, (n, seed) in enumerate(grid, 1):
@@ -190,10 +206,13 @@ def main(argv):
     metrics, reused = one_run(base, out, n, seed)
     row = row_of(n, seed, metrics)
     rows.append(row)
-    print(f"[{i}/{len(grid)}] N={n} seed={seed} {'reused' if reused else 'done'} in {time.time() - t0:.0f} s: "
-          f"F1 {row['baseline_macro_f1']:.3f} -> {row['atcon_macro_f1']:.3f} (p={row['p_f1']:.3f}), "
-          f"IoU {_fmt(row['baseline_wsd_iou_both_correct'])} -> {_fmt(row['atcon_wsd_iou_both_correct'])}; "
-          f"elapsed {time.time() - start:.0f} s", flush=True)
+    print(
+      f"[{i}/{len(grid)}] N={n} seed={seed} {'reused' if reused else 'done'} in {time.time() - t0:.0f} s: "
+      f"F1 {row['baseline_macro_f1']:.3f} -> {row['atcon_macro_f1']:.3f} (p={row['p_f1']:.3f}), "
+      f"IoU {_fmt(row['baseline_wsd_iou_both_correct'])} -> {_fmt(row['atcon_wsd_iou_both_correct'])}; "
+      f"elapsed {time.time() - start:.0f} s",
+      flush=True,
+    )
     with open(os.path.join(out, "results.json"), "w") as f:  # partial results survive an interruption
       json.dump({"settings": settings, "runs": rows}, f, indent=2)
   text = tables(rows, base, _tests_used(metrics))
@@ -202,14 +221,22 @@ def main(argv):
   summary = {}
   for n in sorted({r["n"] for r in rows}):
     rs = [r for r in rows if r["n"] == n]
-    summary[str(n)] = {f"{who}_{key}": dict(zip(("mean", "lower", "upper"), t_interval(
-        [r[f"{who}_{key}"] for r in rs]))) for who in ("baseline", "atcon")
-        for key in ("macro_f1", "wsd_iou_both_correct", "pointing_game", "consistency")}
+    summary[str(n)] = {
+      f"{who}_{key}": dict(zip(("mean", "lower", "upper"), t_interval([r[f"{who}_{key}"] for r in rs])))
+      for who in ("baseline", "atcon")
+      for key in ("macro_f1", "wsd_iou_both_correct", "pointing_game", "consistency")
+    }
   with open(os.path.join(out, "results.json"), "w") as f:
-    json.dump({"settings": settings, "runs": rows, "summary": summary,
-               "seconds": round(time.time() - start, 1)}, f, indent=2)
-  print("\n" + text + f"\n\nWrote {os.path.join(out, 'results.md')} and results.json "
-        f"({time.time() - start:.0f} s)", flush=True)
+    json.dump(
+      {"settings": settings, "runs": rows, "summary": summary, "seconds": round(time.time() - start, 1)},
+      f,
+      indent=2,
+    )
+  print(
+    "\n" + text + f"\n\nWrote {os.path.join(out, 'results.md')} and results.json "
+    f"({time.time() - start:.0f} s)",
+    flush=True,
+  )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Configurations are measured in interleaved rounds, so load from other processes 
 machine spreads over all of them. Prints a markdown table and the ratios against the targets:
 maps <= 4x predict-only at batch 32; gRPC <= 1.25x in-process at batch 32 with maps.
 """
+
 import os
 import select
 import subprocess
@@ -45,9 +46,21 @@ def _start_server(base_path, threads):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
   process = subprocess.Popen(
-      [sys.executable, "-m", "serving.server", f"--model_base_path={base_path}",
-       f"--model_name={MODEL}", "--port=0", f"--threads={threads}"],
-      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    [
+      sys.executable,
+      "-m",
+      "serving.server",
+      f"--model_base_path={base_path}",
+      f"--model_name={MODEL}",
+      "--port=0",
+      f"--threads={threads}",
+    ],
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.DEVNULL,
+    text=True,
+  )
   deadline = time.monotonic() + 300
   while time.monotonic() < deadline:
     ready, _, _ = select.select([process.stdout], [], [], 1.0)
@@ -82,8 +95,7 @@ def run_benchmark(iterations, rounds, warmup, image_size, server_threads):
   client = ServingClient(target, timeout=120, max_message_mb=256)
   client.wait_until_available(MODEL)
   rng = np.random.default_rng(0)
-  inputs = {b: rng.integers(0, 256, size=(b, image_size, image_size, 3)).astype(np.float32)
-            for b in BATCHES}
+  inputs = {b: rng.integers(0, 256, size=(b, image_size, image_size, 3)).astype(np.float32) for b in BATCHES}
 
   def in_process(signature, batch):
     function = loaded.signatures[signature]
@@ -99,8 +111,12 @@ def run_benchmark(iterations, rounds, warmup, image_size, server_threads):
     x = inputs[batch]
     return lambda: client.predict(x, MODEL, signature=signature)
 
-  configs = [(mode, signature, batch) for mode in ("in-process", "gRPC")
-             for signature in SIGNATURES for batch in BATCHES]
+  configs = [
+    (mode, signature, batch)
+    for mode in ("in-process", "gRPC")
+    for signature in SIGNATURES
+    for batch in BATCHES
+  ]
   calls = {c: (in_process if c[0] == "in-process" else grpc_call)(c[1], c[2]) for c in configs}
   # Same results both ways (sanity), then warm every path.
   for signature in SIGNATURES:
@@ -132,27 +148,26 @@ def report(samples, image_size):
   import tensorflow as tf
 
   stats = {c: _percentiles(s) for c, s in samples.items()}
-  lines = [f"small_resnet({image_size}) on {os.cpu_count()} CPU cores, TF {tf.__version__}, "
-           f"Python {platform.python_version()}; {len(next(iter(samples.values())))} calls per "
-           "configuration.", "",
-           "| path | signature | batch | p50 ms | p90 ms | images/s |",
-           "|---|---|---:|---:|---:|---:|"]
+  lines = [
+    f"small_resnet({image_size}) on {os.cpu_count()} CPU cores, TF {tf.__version__}, "
+    f"Python {platform.python_version()}; {len(next(iter(samples.values())))} calls per "
+    "configuration.",
+    "",
+    "| path | signature | batch | p50 ms | p90 ms | images/s |",
+    "|---|---|---:|---:|---:|---:|",
+  ]
   for (mode, signature, batch), (p50, p90, mean) in stats.items():
-    lines.append(f"| {mode} | {signature} | {batch} | {p50:.2f} | {p90:.2f} | "
-                 f"{batch / (mean / 1e3):.0f} |")
-  lines += ["", "| ratio (p50) | batch 1 | batch 32 | target (batch 32) | met |",
-            "|---|---:|---:|---:|---|"]
+    lines.append(f"| {mode} | {signature} | {batch} | {p50:.2f} | {p90:.2f} | {batch / (mean / 1e3):.0f} |")
+  lines += ["", "| ratio (p50) | batch 1 | batch 32 | target (batch 32) | met |", "|---|---:|---:|---:|---|"]
 
   def ratio(a, b, batch):
     return stats[a[:2] + (batch,)][0] / stats[b[:2] + (batch,)][0]
 
   rows = [
-      ("maps / predict, in-process", ("in-process", "serving_default"), ("in-process", "predict"),
-       TARGET_MAPS),
-      ("maps / predict, gRPC", ("gRPC", "serving_default"), ("gRPC", "predict"), TARGET_MAPS),
-      ("gRPC / in-process, maps", ("gRPC", "serving_default"), ("in-process", "serving_default"),
-       TARGET_GRPC),
-      ("gRPC / in-process, predict", ("gRPC", "predict"), ("in-process", "predict"), None),
+    ("maps / predict, in-process", ("in-process", "serving_default"), ("in-process", "predict"), TARGET_MAPS),
+    ("maps / predict, gRPC", ("gRPC", "serving_default"), ("gRPC", "predict"), TARGET_MAPS),
+    ("gRPC / in-process, maps", ("gRPC", "serving_default"), ("in-process", "serving_default"), TARGET_GRPC),
+    ("gRPC / in-process, predict", ("gRPC", "predict"), ("in-process", "predict"), None),
   ]
   met_all = True
   for name, a, b, target in rows:
@@ -162,8 +177,7 @@ def report(samples, image_size):
       continue
     met = r32 <= target
     met_all &= met
-    lines.append(f"| {name} | {r1:.2f}x | {r32:.2f}x | <= {target}x | "
-                 f"{'yes' if met else 'NO'} |")
+    lines.append(f"| {name} | {r1:.2f}x | {r32:.2f}x | <= {target}x | {'yes' if met else 'NO'} |")
   return "\n".join(lines), met_all
 
 

@@ -5,6 +5,7 @@ ratios are against the supervised step measured in the same run.
 
   python bench/train_step.py [--batch=32] [--repeats=10] [--loop_repeats=2]
 """
+
 import argparse
 import os
 import time
@@ -21,8 +22,7 @@ from atcon_tf import backbones  # noqa: E402
 
 
 def _model(schedule):
-  model = atcon_tf.ATCONModel(backbones.small_resnet(image_size=32, classes=10, seed=0),
-                              schedule=schedule)
+  model = atcon_tf.ATCONModel(backbones.small_resnet(image_size=32, classes=10, seed=0), schedule=schedule)
   model.compile(optimizer=keras.optimizers.Adam(1e-5))
   return model
 
@@ -52,7 +52,7 @@ def per_image_step(model, x, compiled):
   def step():
     total = [tf.zeros_like(v) for v in variables]
     for i in range(x.shape[0]):
-      grads = one_image_grads(x[i:i + 1])
+      grads = one_image_grads(x[i : i + 1])
       total = [t if g is None else t + g for t, g in zip(total, grads)]
     model.optimizer.apply_gradients(zip(total, variables))
 
@@ -71,27 +71,43 @@ def main():
 
   rows = []
   sup = _model("supervised")
-  rows.append(("supervised step (tf.function)",
-               _time(tf.function(lambda: sup.train_step((x, y))), args.repeats)))
+  rows.append(
+    ("supervised step (tf.function)", _time(tf.function(lambda: sup.train_step((x, y))), args.repeats))
+  )
   atc = _model("atcon")
-  rows.append(("ATCON step, batched (tf.function)",
-               _time(tf.function(lambda: atc.train_step(x)), args.repeats)))
-  rows.append(("ATCON, per-image loop (tf.function per image)",
-               _time(per_image_step(atc, x, compiled=True), args.loop_repeats)))
-  rows.append(("ATCON, per-image loop (eager, as the authors' code)",
-               _time(per_image_step(atc, x, compiled=False), args.loop_repeats)))
+  rows.append(
+    ("ATCON step, batched (tf.function)", _time(tf.function(lambda: atc.train_step(x)), args.repeats))
+  )
+  rows.append(
+    (
+      "ATCON, per-image loop (tf.function per image)",
+      _time(per_image_step(atc, x, compiled=True), args.loop_repeats),
+    )
+  )
+  rows.append(
+    (
+      "ATCON, per-image loop (eager, as the authors' code)",
+      _time(per_image_step(atc, x, compiled=False), args.loop_repeats),
+    )
+  )
 
   base = rows[0][1]
   batched = rows[1][1]
-  print(f"\nsmall_resnet 32x32x3, batch {args.batch}, {os.cpu_count()} CPU cores, "
-        f"TF {tf.__version__}, device: {'GPU' if tf.config.list_physical_devices('GPU') else 'CPU'}\n")
+  print(
+    f"\nsmall_resnet 32x32x3, batch {args.batch}, {os.cpu_count()} CPU cores, "
+    f"TF {tf.__version__}, device: {'GPU' if tf.config.list_physical_devices('GPU') else 'CPU'}\n"
+  )
   print("| step | ms/step | images/s | time vs supervised | batched ATCON speed-up |")
   print("|---|---:|---:|---:|---:|")
   for name, seconds in rows:
-    print(f"| {name} | {seconds * 1e3:.1f} | {args.batch / seconds:.0f} | {seconds / base:.2f}x | "
-          f"{seconds / batched:.1f}x |")
-  print(f"\ntargets: ATCON step <= 3x supervised -> {batched / base:.2f}x; "
-        f"batched >= 15x the authors' eager per-image loop -> {rows[3][1] / batched:.1f}x")
+    print(
+      f"| {name} | {seconds * 1e3:.1f} | {args.batch / seconds:.0f} | {seconds / base:.2f}x | "
+      f"{seconds / batched:.1f}x |"
+    )
+  print(
+    f"\ntargets: ATCON step <= 3x supervised -> {batched / base:.2f}x; "
+    f"batched >= 15x the authors' eager per-image loop -> {rows[3][1] / batched:.1f}x"
+  )
 
 
 if __name__ == "__main__":

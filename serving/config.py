@@ -13,6 +13,7 @@ CLI (writes both files):
 A --model is NAME:BASE_PATH[:POLICY] with POLICY `latest` (default, = latest=1), `latest=N`,
 `all`, or `specific=V1,V2`; BASE_PATH is the path *inside the server* (e.g. the container).
 """
+
 import os
 
 from google.protobuf import text_format
@@ -20,8 +21,9 @@ from google.protobuf import text_format
 VERSION_POLICIES = ("latest", "all", "specific")
 
 
-def model_config(name, base_path, policy="latest", num_versions=1, versions=None,
-                 version_labels=None, platform="tensorflow"):
+def model_config(
+  name, base_path, policy="latest", num_versions=1, versions=None, version_labels=None, platform="tensorflow"
+):
   """A `ModelConfig` proto.
 
   policy: 'latest' (serve the `num_versions` highest versions), 'all', or 'specific'
@@ -35,8 +37,9 @@ def model_config(name, base_path, policy="latest", num_versions=1, versions=None
     raise ValueError(f"Model {name!r} needs a base_path.")
   if policy not in VERSION_POLICIES:
     raise ValueError(f"Unknown version policy {policy!r}; choose one of {VERSION_POLICIES}.")
-  config = model_server_config_pb2.ModelConfig(name=name, base_path=os.fspath(base_path),
-                                               model_platform=platform)
+  config = model_server_config_pb2.ModelConfig(
+    name=name, base_path=os.fspath(base_path), model_platform=platform
+  )
   version_policy = config.model_version_policy
   if policy == "latest":
     if int(num_versions) < 1:
@@ -109,9 +112,14 @@ def read_models_config(path):
   return config
 
 
-def batching_parameters_text(max_batch_size=32, batch_timeout_micros=2000,
-                             max_enqueued_batches=100, num_batch_threads=None,
-                             allowed_batch_sizes=None, pad_variable_length_inputs=False):
+def batching_parameters_text(
+  max_batch_size=32,
+  batch_timeout_micros=2000,
+  max_enqueued_batches=100,
+  num_batch_threads=None,
+  allowed_batch_sizes=None,
+  pad_variable_length_inputs=False,
+):
   """A `BatchingParameters` text proto for TF Serving's `--batching_parameters_file`.
 
   num_batch_threads defaults to the number of CPU cores. allowed_batch_sizes must increase
@@ -119,20 +127,27 @@ def batching_parameters_text(max_batch_size=32, batch_timeout_micros=2000,
   """
   if num_batch_threads is None:
     num_batch_threads = os.cpu_count() or 1
-  values = {"max_batch_size": max_batch_size, "batch_timeout_micros": batch_timeout_micros,
-            "max_enqueued_batches": max_enqueued_batches, "num_batch_threads": num_batch_threads}
+  values = {
+    "max_batch_size": max_batch_size,
+    "batch_timeout_micros": batch_timeout_micros,
+    "max_enqueued_batches": max_enqueued_batches,
+    "num_batch_threads": num_batch_threads,
+  }
   for key, value in values.items():
     if int(value) != value or value < (0 if key == "batch_timeout_micros" else 1):
-      raise ValueError(f"{key} must be a {'non-negative' if key == 'batch_timeout_micros' else 'positive'} "
-                       f"integer, got {value!r}.")
+      raise ValueError(
+        f"{key} must be a {'non-negative' if key == 'batch_timeout_micros' else 'positive'} "
+        f"integer, got {value!r}."
+      )
   lines = [f"{key} {{ value: {int(value)} }}" for key, value in values.items()]
   if allowed_batch_sizes:
     sizes = [int(s) for s in allowed_batch_sizes]
     if sizes != sorted(set(sizes)) or sizes[0] < 1:
       raise ValueError(f"allowed_batch_sizes must be positive and increasing, got {sizes}.")
     if sizes[-1] != int(max_batch_size):
-      raise ValueError(f"The last allowed batch size ({sizes[-1]}) must equal max_batch_size "
-                       f"({max_batch_size}).")
+      raise ValueError(
+        f"The last allowed batch size ({sizes[-1]}) must equal max_batch_size ({max_batch_size})."
+      )
     lines += [f"allowed_batch_sizes: {s}" for s in sizes]
   lines.append(f"pad_variable_length_inputs: {'true' if pad_variable_length_inputs else 'false'}")
   return "\n".join(lines) + "\n"
@@ -187,8 +202,7 @@ def parse_model_flag(value):
   if key == "all":
     return model_config(name, base_path, "all")
   if key == "specific":
-    return model_config(name, base_path, "specific",
-                        versions=[int(v) for v in arg.split(",") if v])
+    return model_config(name, base_path, "specific", versions=[int(v) for v in arg.split(",") if v])
   raise ValueError(f"--model={value!r}: unknown policy {policy!r} (latest[=N], all, specific=V,..).")
 
 
@@ -215,10 +229,13 @@ def main(argv):
   models = [parse_model_flag(m) for m in f.model]
   config_path = write_models_config(os.path.join(f.out_dir, "models.config"), models)
   batching_path = write_batching_parameters(
-      os.path.join(f.out_dir, "batching_parameters.txt"), max_batch_size=f.max_batch_size,
-      batch_timeout_micros=f.batch_timeout_micros, max_enqueued_batches=f.max_enqueued_batches,
-      num_batch_threads=f.num_batch_threads,
-      allowed_batch_sizes=[int(s) for s in f.allowed_batch_sizes] if f.allowed_batch_sizes else None)
+    os.path.join(f.out_dir, "batching_parameters.txt"),
+    max_batch_size=f.max_batch_size,
+    batch_timeout_micros=f.batch_timeout_micros,
+    max_enqueued_batches=f.max_enqueued_batches,
+    num_batch_threads=f.num_batch_threads,
+    allowed_batch_sizes=[int(s) for s in f.allowed_batch_sizes] if f.allowed_batch_sizes else None,
+  )
   print(config_path)
   print(batching_path)
 

@@ -15,6 +15,7 @@ Outputs of the explaining signatures:
 - `consistency` (B,): -ATCON cost of the explained class with the model's recorded loss
   settings (Pearson r in [-1, 1] by default, higher = more consistent).
 """
+
 import tensorflow as tf
 
 from atcon_tf import maps
@@ -35,23 +36,20 @@ def decode_images(encoded, image_size, channels):
   def one(data):
     image = tf.io.decode_image(data, channels=channels, dtype=tf.uint8, expand_animations=False)
     # At the same size this resize is the identity (sampling at the pixel centres).
-    resized = tf.image.resize(tf.cast(image, tf.float32), [height, width], method="bilinear",
-                              antialias=True)
+    resized = tf.image.resize(tf.cast(image, tf.float32), [height, width], method="bilinear", antialias=True)
     return tf.ensure_shape(resized, [height, width, channels])
 
-  return tf.map_fn(one, encoded, fn_output_signature=tf.TensorSpec([height, width, channels],
-                                                                     tf.float32))
+  return tf.map_fn(one, encoded, fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32))
 
 
 def check_class_ids(class_ids, batch_size, num_classes):
   """In-graph guards (Assert ops): one class id per image, each in [-1, num_classes)."""
   checks = [
-      tf.debugging.assert_equal(tf.shape(class_ids)[0], batch_size,
-                                message="class_ids must have one entry per image"),
-      tf.debugging.assert_greater_equal(class_ids, -1,
-                                        message="class_ids must be >= -1 (-1 = top-1)"),
-      tf.debugging.assert_less(class_ids, num_classes,
-                               message=f"class_ids must be < {num_classes}"),
+    tf.debugging.assert_equal(
+      tf.shape(class_ids)[0], batch_size, message="class_ids must have one entry per image"
+    ),
+    tf.debugging.assert_greater_equal(class_ids, -1, message="class_ids must be >= -1 (-1 = top-1)"),
+    tf.debugging.assert_less(class_ids, num_classes, message=f"class_ids must be < {num_classes}"),
   ]
   with tf.control_dependencies(checks):
     return tf.identity(class_ids)
@@ -61,8 +59,13 @@ def explain_outputs(tapped, x, class_ids=None, config=None):
   """The explaining signatures' outputs for a preprocessed batch `x` (B, H, W, C)."""
   e = maps.explain(tapped, x, class_ids, config)
   gradcam, guided = maps.displayed(e, tf.shape(x)[1:3])
-  return {"probabilities": e.probabilities, "class_ids": e.class_ids, "gradcam": gradcam,
-          "guided_backprop": guided, "consistency": e.consistency}
+  return {
+    "probabilities": e.probabilities,
+    "class_ids": e.class_ids,
+    "gradcam": gradcam,
+    "guided_backprop": guided,
+    "consistency": e.consistency,
+  }
 
 
 def predict_outputs(tapped, x):

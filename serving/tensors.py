@@ -5,6 +5,7 @@ per-element protobuf fields). Decoding also accepts the typed `*_val` fields, wh
 TF Serving uses in its Predict responses, with TensorFlow's rules (an empty field means
 zeros; fewer values than elements repeat the last one; more values is an error).
 """
+
 import numpy as np
 from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.framework import tensor_shape_pb2
@@ -17,33 +18,33 @@ class TensorParseError(ValueError):
 
 # DataType enum -> (numpy dtype, name of the typed repeated field).
 _DTYPES = {
-    types_pb2.DT_FLOAT: (np.float32, "float_val"),
-    types_pb2.DT_DOUBLE: (np.float64, "double_val"),
-    types_pb2.DT_INT32: (np.int32, "int_val"),
-    types_pb2.DT_UINT8: (np.uint8, "int_val"),
-    types_pb2.DT_INT16: (np.int16, "int_val"),
-    types_pb2.DT_INT8: (np.int8, "int_val"),
-    types_pb2.DT_UINT16: (np.uint16, "int_val"),
-    types_pb2.DT_INT64: (np.int64, "int64_val"),
-    types_pb2.DT_UINT32: (np.uint32, "uint32_val"),
-    types_pb2.DT_UINT64: (np.uint64, "uint64_val"),
-    types_pb2.DT_BOOL: (np.bool_, "bool_val"),
-    types_pb2.DT_HALF: (np.float16, "half_val"),
-    types_pb2.DT_STRING: (object, "string_val"),
+  types_pb2.DT_FLOAT: (np.float32, "float_val"),
+  types_pb2.DT_DOUBLE: (np.float64, "double_val"),
+  types_pb2.DT_INT32: (np.int32, "int_val"),
+  types_pb2.DT_UINT8: (np.uint8, "int_val"),
+  types_pb2.DT_INT16: (np.int16, "int_val"),
+  types_pb2.DT_INT8: (np.int8, "int_val"),
+  types_pb2.DT_UINT16: (np.uint16, "int_val"),
+  types_pb2.DT_INT64: (np.int64, "int64_val"),
+  types_pb2.DT_UINT32: (np.uint32, "uint32_val"),
+  types_pb2.DT_UINT64: (np.uint64, "uint64_val"),
+  types_pb2.DT_BOOL: (np.bool_, "bool_val"),
+  types_pb2.DT_HALF: (np.float16, "half_val"),
+  types_pb2.DT_STRING: (object, "string_val"),
 }
 _NUMPY_TO_ENUM = {
-    np.dtype(np.float32): types_pb2.DT_FLOAT,
-    np.dtype(np.float64): types_pb2.DT_DOUBLE,
-    np.dtype(np.int32): types_pb2.DT_INT32,
-    np.dtype(np.uint8): types_pb2.DT_UINT8,
-    np.dtype(np.int16): types_pb2.DT_INT16,
-    np.dtype(np.int8): types_pb2.DT_INT8,
-    np.dtype(np.uint16): types_pb2.DT_UINT16,
-    np.dtype(np.int64): types_pb2.DT_INT64,
-    np.dtype(np.uint32): types_pb2.DT_UINT32,
-    np.dtype(np.uint64): types_pb2.DT_UINT64,
-    np.dtype(np.bool_): types_pb2.DT_BOOL,
-    np.dtype(np.float16): types_pb2.DT_HALF,
+  np.dtype(np.float32): types_pb2.DT_FLOAT,
+  np.dtype(np.float64): types_pb2.DT_DOUBLE,
+  np.dtype(np.int32): types_pb2.DT_INT32,
+  np.dtype(np.uint8): types_pb2.DT_UINT8,
+  np.dtype(np.int16): types_pb2.DT_INT16,
+  np.dtype(np.int8): types_pb2.DT_INT8,
+  np.dtype(np.uint16): types_pb2.DT_UINT16,
+  np.dtype(np.int64): types_pb2.DT_INT64,
+  np.dtype(np.uint32): types_pb2.DT_UINT32,
+  np.dtype(np.uint64): types_pb2.DT_UINT64,
+  np.dtype(np.bool_): types_pb2.DT_BOOL,
+  np.dtype(np.float16): types_pb2.DT_HALF,
 }
 
 
@@ -74,8 +75,9 @@ def _as_bytes(value):
 
 
 def _as_array(value, dtype=None):
-  if isinstance(value, (list, tuple)) and value and all(
-      isinstance(v, (bytes, str, bytearray)) for v in value):
+  if (
+    isinstance(value, (list, tuple)) and value and all(isinstance(v, (bytes, str, bytearray)) for v in value)
+  ):
     array = np.empty(len(value), dtype=object)  # Not 'S': it would drop trailing NUL bytes.
     array[:] = list(value)
     return array
@@ -89,10 +91,12 @@ def to_tensor_proto(value, dtype=None):
   """NumPy array (or nested list / bytes list) -> TensorProto (tensor_content for numbers)."""
   array = _as_array(value, dtype)
   shape = tensor_shape_pb2.TensorShapeProto(
-      dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(s)) for s in array.shape])
+    dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(s)) for s in array.shape]
+  )
   if array.dtype.kind in ("O", "S", "U"):
-    return tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=shape,
-                                  string_val=[_as_bytes(v) for v in array.reshape(-1)])
+    return tensor_pb2.TensorProto(
+      dtype=types_pb2.DT_STRING, tensor_shape=shape, string_val=[_as_bytes(v) for v in array.reshape(-1)]
+    )
   enum = _NUMPY_TO_ENUM.get(array.dtype)
   if enum is None:
     raise TypeError(f"Unsupported dtype {array.dtype} for a TensorProto.")
@@ -125,10 +129,14 @@ def to_numpy(proto):
     itemsize = np.dtype(np_dtype).itemsize
     if len(proto.tensor_content) != count * itemsize:
       raise TensorParseError(
-          f"tensor_content has {len(proto.tensor_content)} bytes, shape {list(dims)} of "
-          f"{dtype_name(proto.dtype)} needs {count * itemsize}")
-    return np.frombuffer(proto.tensor_content, dtype=np.dtype(np_dtype).newbyteorder("<")
-                         ).astype(np_dtype, copy=False).reshape(dims)
+        f"tensor_content has {len(proto.tensor_content)} bytes, shape {list(dims)} of "
+        f"{dtype_name(proto.dtype)} needs {count * itemsize}"
+      )
+    return (
+      np.frombuffer(proto.tensor_content, dtype=np.dtype(np_dtype).newbyteorder("<"))
+      .astype(np_dtype, copy=False)
+      .reshape(dims)
+    )
   elif proto.dtype == types_pb2.DT_HALF:
     array = np.asarray(proto.half_val, np.uint16).view(np.float16)
   else:
@@ -146,6 +154,6 @@ def to_numpy(proto):
       return filled.reshape(dims)
     return np.zeros(dims, np_dtype)
   filled = np.empty(count, dtype=array.dtype)
-  filled[:array.size] = array
-  filled[array.size:] = array[-1]
+  filled[: array.size] = array
+  filled[array.size :] = array[-1]
   return filled.reshape(dims)

@@ -4,6 +4,7 @@ Bazel's autodetected Python is the `python3` first on PATH (.bazelrc); a wrong P
 TensorFlow. Runs under pytest (``python -m pytest -q tests``) and under Bazel (``bazel test //:smoke_test``),
 where it is executed as a script and hands over to pytest.
 """
+
 import importlib.metadata
 import os
 import re

@@ -3,6 +3,7 @@
 The reference is built only from atcon_tf's primitive maps and the loss (no `maps.explain`, no serving
 code), so it is an independent check of the fused paths that exports, evaluation and pictures use.
 """
+
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -46,11 +47,11 @@ def reference_outputs(tapped, raw_images, preprocessing="scale_0_1", class_ids=N
     costs = pearson_cost(raw_cam, masked)
   size = tf.shape(x)[1:3]
   return {
-      "probabilities": tapped.probabilities(cam.logits).numpy(),
-      "class_ids": classes.numpy(),
-      "gradcam": processing.normalize_01(processing.resize_align_corners(cam.cam, size)).numpy(),
-      "guided_backprop": processing.normalize_01(saliency).numpy(),
-      "consistency": (-costs).numpy(),
+    "probabilities": tapped.probabilities(cam.logits).numpy(),
+    "class_ids": classes.numpy(),
+    "gradcam": processing.normalize_01(processing.resize_align_corners(cam.cam, size)).numpy(),
+    "guided_backprop": processing.normalize_01(saliency).numpy(),
+    "consistency": (-costs).numpy(),
   }
 
 
@@ -63,5 +64,7 @@ def reference_predict(tapped, raw_images, preprocessing="scale_0_1"):
 
   x = tf.constant(preprocessing_lib.apply_numpy(raw_images, preprocessing))
   logits = tapped.logits(x)
-  return {"probabilities": tapped.probabilities(logits).numpy(),
-          "class_ids": maps.top1_classes(logits).numpy()}
+  return {
+    "probabilities": tapped.probabilities(logits).numpy(),
+    "class_ids": maps.top1_classes(logits).numpy(),
+  }

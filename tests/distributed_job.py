@@ -4,6 +4,7 @@ Logical CPU devices must be configured before TensorFlow runs any op, so distrib
 tests start this script as a subprocess. Prints one JSON line: the loss, initial and final weights.
 Usage: python -m tests.distributed_job MODE SCHEDULE [OUT]   (MODE: single|mirrored|multi_worker)
 """
+
 import json
 import os
 import sys
@@ -21,7 +22,8 @@ def _configure(mode):
   if mode == "mirrored":
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+      cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+    )
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
   if mode == "multi_worker":
     return tf.distribute.MultiWorkerMirroredStrategy()
@@ -33,6 +35,7 @@ def _dataset(schedule):
   x = rng.normal(size=(GLOBAL_BATCH * STEPS, 16, 16, 3)).astype(np.float32)
   y = rng.integers(0, 3, size=GLOBAL_BATCH * STEPS).astype(np.int32)
   from atcon_tf import training_data
+
   labeled = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH)
   if schedule == "combining":
     unlabeled = tf.data.Dataset.from_tensor_slices(x[::-1].copy()).batch(GLOBAL_BATCH)
@@ -49,6 +52,7 @@ def main(mode, schedule, out=None):
   import keras
   import atcon_tf
   from atcon_tf import testing
+
   with strategy.scope():
     # Supervised steps use per-replica BatchNorm batch statistics, which legitimately differ
     # from the global batch's, so BN is only kept where the loss runs it in inference mode.
@@ -58,10 +62,10 @@ def main(mode, schedule, out=None):
   initial = [w.tolist() for w in model.classifier.get_weights()]
   history = model.fit(_dataset(schedule), epochs=1, verbose=0)
   result = {
-      "replicas": strategy.num_replicas_in_sync,
-      "loss": history.history["loss"][0],
-      "weights": [w.tolist() for w in model.classifier.get_weights()],
-      "initial_weights": initial,
+    "replicas": strategy.num_replicas_in_sync,
+    "loss": history.history["loss"][0],
+    "weights": [w.tolist() for w in model.classifier.get_weights()],
+    "initial_weights": initial,
   }
   text = json.dumps(result)
   if out:

@@ -1,4 +1,5 @@
 """Tiny models with hand-set weights whose maps are computed by hand in the tests."""
+
 import keras
 import numpy as np
 
@@ -8,8 +9,7 @@ HAND_IMAGE = np.array([[[[1.0], [-1.0]], [[2.0], [0.5]]]], dtype=np.float32)
 
 def _set_hand_weights(conv1, conv2, dense):
   conv1.set_weights([np.array([1.0, -1.0], np.float32).reshape(1, 1, 1, 2)])
-  conv2.set_weights([np.array([1.0, -0.5], np.float32).reshape(1, 1, 2, 1),
-                     np.array([1.0], np.float32)])
+  conv2.set_weights([np.array([1.0, -0.5], np.float32).reshape(1, 1, 2, 1), np.array([1.0], np.float32)])
   dense.set_weights([np.array([[1.0, -1.0]], np.float32)])
 
 
@@ -20,8 +20,9 @@ def hand_model(nested=False, activation_layer=False):
   uses `Activation('relu')` instead of `keras.layers.ReLU`.
   """
   conv1 = keras.layers.Conv2D(2, 1, use_bias=False, name="conv1")
-  relu = keras.layers.Activation("relu", name="relu1") if activation_layer else keras.layers.ReLU(
-      name="relu1")
+  relu = (
+    keras.layers.Activation("relu", name="relu1") if activation_layer else keras.layers.ReLU(name="relu1")
+  )
   conv2 = keras.layers.Conv2D(1, 1, activation="relu", name="features")
   dense = keras.layers.Dense(2, use_bias=False, name="logits")
   inputs = keras.Input((2, 2, 1))

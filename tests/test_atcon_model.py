@@ -1,4 +1,5 @@
 """ATCONModel: every schedule trains, losses are what they claim, save/load round trip."""
+
 import keras
 import numpy as np
 import pytest
@@ -21,8 +22,7 @@ def _data(n=8, size=16, classes=3, seed=0, multi_label=False):
 
 
 def _model(schedule, metrics=None, **kw):
-  model = atcon_tf.ATCONModel(testing.tiny_cnn(image_size=16, classes=3, seed=1), schedule=schedule,
-                              **kw)
+  model = atcon_tf.ATCONModel(testing.tiny_cnn(image_size=16, classes=3, seed=1), schedule=schedule, **kw)
   model.compile(optimizer=keras.optimizers.Adam(1e-2), metrics=metrics)
   return model
 
@@ -118,8 +118,9 @@ def test_alternating_draws_labeled_batches_with_probability_p():
   x, y = _data(n=8)
   labeled = tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
   unlabeled = tf.data.Dataset.from_tensor_slices(x).batch(2)
-  ds = training_data.alternating_dataset(labeled, unlabeled, alpha=1.0, labeled_size=10,
-                                         unlabeled_size=30, seed=3)
+  ds = training_data.alternating_dataset(
+    labeled, unlabeled, alpha=1.0, labeled_size=10, unlabeled_size=30, seed=3
+  )
   flags = [bool(b["is_labeled"][0]) for b in ds.take(400)]
   assert 0.18 < np.mean(flags) < 0.32  # p = 10 / 40
   model = _model("alternating", metrics=["accuracy"])
@@ -143,7 +144,8 @@ def test_evaluate_reports_consistency_and_supervised_loss():
   logits = model.classifier(x, training=False).numpy()  # Inference mode, no output activation.
   result = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
   assert result["consistency_loss"] == pytest.approx(
-      float(losses.consistency_loss(model.tapped, x)), rel=1e-5)
+    float(losses.consistency_loss(model.tapped, x)), rel=1e-5
+  )
   assert result["supervised_loss"] == pytest.approx(_hand_ce(logits, y), rel=1e-5)
   assert result["accuracy"] == pytest.approx(np.mean(logits.argmax(-1) == y))
   assert result["loss"] == pytest.approx(result["consistency_loss"])  # The atcon schedule's objective.
@@ -168,8 +170,9 @@ def test_keras_file_round_trip(tmp_path):
 def test_softmax_classifier_is_trained_on_logits():
   """A classifier ending in softmax: one SGD step moves the head by the gradient of the cross-entropy of its
   logits (computed by hand), not of its probabilities taken as logits (a softmax applied twice)."""
-  classifier = testing.tiny_cnn(image_size=16, classes=3, seed=1, batch_norm=False,
-                                output_activation="softmax")
+  classifier = testing.tiny_cnn(
+    image_size=16, classes=3, seed=1, batch_norm=False, output_activation="softmax"
+  )
   twin = _logit_twin(classifier)
   x, y = _data()
   logits = twin(x).numpy().astype(np.float64)
@@ -202,8 +205,9 @@ def test_alternating_schedule_routes_each_loss_to_its_own_steps():
   x_u, _ = _data(n=4, seed=5)
   labeled = tf.data.Dataset.from_tensors((x, y))
   unlabeled = tf.data.Dataset.from_tensors(x_u)
-  ds = training_data.alternating_dataset(labeled, unlabeled, alpha=1.0, labeled_size=1, unlabeled_size=1,
-                                         seed=3)
+  ds = training_data.alternating_dataset(
+    labeled, unlabeled, alpha=1.0, labeled_size=1, unlabeled_size=1, seed=3
+  )
   steps = 8
   flags = [bool(b["is_labeled"][0]) for b in ds.take(steps)]
   k = sum(flags)
@@ -224,8 +228,9 @@ def test_alternating_schedule_routes_each_loss_to_its_own_steps():
 def test_multilabel_atcon_and_combining_train_with_binary_cross_entropy(schedule):
   """Multi-hot labels, sigmoid head: the supervised part is the BCE of the logits (by hand), the consistency
   part the ATCON loss, both before the step; a couple of steps keep the losses finite and move the weights."""
-  classifier = testing.tiny_cnn(image_size=16, classes=3, seed=1, batch_norm=False,
-                                output_activation="sigmoid")
+  classifier = testing.tiny_cnn(
+    image_size=16, classes=3, seed=1, batch_norm=False, output_activation="sigmoid"
+  )
   x, y = _data(multi_label=True)
   x_u, _ = _data(seed=5)
   logits = _logit_twin(classifier)(x).numpy()
@@ -235,8 +240,9 @@ def test_multilabel_atcon_and_combining_train_with_binary_cross_entropy(schedule
   model.compile(optimizer=keras.optimizers.SGD(0.5))
   if schedule == "combining":
     cons = float(losses.consistency_loss(model.tapped, x_u))
-    data = training_data.combining_dataset(tf.data.Dataset.from_tensors((x, y)),
-                                           tf.data.Dataset.from_tensors(x_u))
+    data = training_data.combining_dataset(
+      tf.data.Dataset.from_tensors((x, y)), tf.data.Dataset.from_tensors(x_u)
+    )
     first = model.fit(data, epochs=1, verbose=0).history
     assert first["supervised_loss"][0] == pytest.approx(bce, rel=1e-5)
     assert first["consistency_loss"][0] == pytest.approx(cons, rel=1e-5, abs=1e-6)
@@ -264,4 +270,5 @@ def test_bad_arguments_are_named():
 
 if __name__ == "__main__":
   import sys
+
   sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", __file__]))

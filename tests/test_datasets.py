@@ -1,5 +1,6 @@
 """Dataset loading through the real code paths: tfds mock_data for svhn_cropped and voc, folders of PNGs,
 the offline house_numbers builder, box conventions and preprocessing."""
+
 import os
 import sys
 
@@ -48,7 +49,9 @@ def test_voc_through_mock_data_ignores_difficult_for_labels_and_keeps_all_boxes(
     assert splits.train.labels.shape == (len(raw), 20)
     for e, r in zip(_elements(splits.train), raw):
       o = r["objects"]
-      n = min(len(o["label"]), len(o["is_difficult"]), len(o["bbox"]))  # mock lengths differ; real ones do not
+      n = min(
+        len(o["label"]), len(o["is_difficult"]), len(o["bbox"])
+      )  # mock lengths differ; real ones do not
       expected = np.zeros(20, np.float32)
       expected[o["label"][:n][~o["is_difficult"][:n]]] = 1
       np.testing.assert_array_equal(e["label"], expected)
@@ -65,8 +68,9 @@ def test_voc_multi_hot_by_hand():
   expected = np.zeros(20, np.float32)
   expected[3] = 1
   np.testing.assert_array_equal(label.numpy(), expected)
-  np.testing.assert_array_equal(datasets.voc_multi_hot(tf.constant([5]), tf.constant([True])).numpy(),
-                                np.zeros(20))
+  np.testing.assert_array_equal(
+    datasets.voc_multi_hot(tf.constant([5]), tf.constant([True])).numpy(), np.zeros(20)
+  )
 
 
 def test_missing_tfds_data_explains_how_to_provide_it(tmp_path):
@@ -82,7 +86,8 @@ def _write_pngs(folder, classes=("cat", "dog", "emu"), per_class=5, size=(20, 24
     os.makedirs(os.path.join(folder, c), exist_ok=True)
     for i in range(per_class):
       Image.fromarray(rng.integers(0, 255, size=size + (3,), dtype=np.uint8)).save(
-          os.path.join(folder, c, f"{c}_{i}.png"))
+        os.path.join(folder, c, f"{c}_{i}.png")
+      )
 
 
 def test_folder_dataset_holds_out_a_fixed_test_set(tmp_path):
@@ -109,8 +114,13 @@ def test_folder_dataset_uses_train_test_subfolders(tmp_path):
 
 
 def test_house_numbers_canonical_elements_match_the_generator(tmp_path):
-  splits = datasets.load("house_numbers", 24, data_dir=str(tmp_path), house_numbers_config="multi",
-                         house_numbers_sizes={"train": 12, "validation": 4, "test": 6})
+  splits = datasets.load(
+    "house_numbers",
+    24,
+    data_dir=str(tmp_path),
+    house_numbers_config="multi",
+    house_numbers_sizes={"train": 12, "validation": 4, "test": 6},
+  )
   assert splits.info.multi_label and splits.validation.num_examples == 4
   assert splits.train.labels.shape == (12, 10)
   for e in _elements(splits.train, [0, 3, 11]):
@@ -128,6 +138,7 @@ def test_box_conventions_by_hand():
   np.testing.assert_allclose(datasets.edge_boxes(edge, 10, "edge"), [[2, 4, 6, 8]])
   np.testing.assert_allclose(datasets.wsd_boxes(edge, 10, "edge"), [[1, 3, 6, 8]])
   from atcon_tf.metrics import boxes_to_mask
+
   mask = boxes_to_mask(datasets.wsd_boxes(edge, 10, "edge"), 10, strict=True)
   expected = np.zeros((10, 10), bool)
   expected[2:6, 4:8] = True

@@ -3,6 +3,7 @@
 Replica-scaling bugs show up as an N-times larger update; comparing with the
 single-device run catches them.
 """
+
 import json
 import os
 import socket
@@ -22,8 +23,14 @@ def _env(**extra):
 
 
 def _run(mode, schedule):
-  proc = subprocess.run([sys.executable, "-m", "tests.distributed_job", mode, schedule], cwd=ROOT,
-                        env=_env(), capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [sys.executable, "-m", "tests.distributed_job", mode, schedule],
+    cwd=ROOT,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -36,8 +43,9 @@ def _assert_same_weights(a, b, rtol=1e-4, atol=1e-6):
 
 def _assert_trained(run):
   """The run moved its weights: equal weights of two runs that did not train would prove nothing."""
-  moved = max(float(np.abs(np.array(w) - np.array(w0)).max())
-              for w, w0 in zip(run["weights"], run["initial_weights"]))
+  moved = max(
+    float(np.abs(np.array(w) - np.array(w0)).max()) for w, w0 in zip(run["weights"], run["initial_weights"])
+  )
   assert moved > 1e-4, moved
 
 
@@ -65,9 +73,19 @@ def test_multi_worker_two_processes_end_with_identical_weights(tmp_path):
   for index in range(2):
     tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
     out = str(tmp_path / f"worker{index}.json")
-    procs.append((out, subprocess.Popen(
-        [sys.executable, "-m", "tests.distributed_job", "multi_worker", "atcon", out], cwd=ROOT,
-        env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+    procs.append(
+      (
+        out,
+        subprocess.Popen(
+          [sys.executable, "-m", "tests.distributed_job", "multi_worker", "atcon", out],
+          cwd=ROOT,
+          env=_env(TF_CONFIG=tf_config),
+          stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE,
+          text=True,
+        ),
+      )
+    )
   results = []
   for out, proc in procs:
     try:

@@ -5,6 +5,7 @@ the SavedModel's probabilities and maps must equal the evaluator's in-memory one
 This is the test that catches an export serving another preprocessing than the training's (it then
 serves chance-level predictions with plausible maps). Two backbones whose preprocessing differs.
 """
+
 import json
 import os
 import subprocess
@@ -16,22 +17,28 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+ENV = dict(
+  os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
+)
 NUM_IMAGES = 8
 
 
 def _run(args, timeout=600):
-  result = subprocess.run([sys.executable, "-m"] + args, cwd=ROOT, env=ENV, capture_output=True, text=True,
-                          timeout=timeout)
+  result = subprocess.run(
+    [sys.executable, "-m"] + args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout
+  )
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   return result.stdout
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backbone, extra_flags, preprocessing", [
+@pytest.mark.parametrize(
+  "backbone, extra_flags, preprocessing",
+  [
     ("small_resnet", [], "imagenet_torch"),
     ("mobilenet_v2", ["--backbone=mobilenet_v2", "--weights=none", "--image_size=64"], "scale_-1_1"),
-])
+  ],
+)
 def test_exported_model_serves_what_the_evaluator_computes(tmp_path, backbone, extra_flags, preprocessing):
   import tensorflow as tf
 
@@ -43,22 +50,41 @@ def test_exported_model_serves_what_the_evaluator_computes(tmp_path, backbone, e
   from trainers import evaluation
 
   run, exports = tmp_path / "run", tmp_path / "exports"
-  _run(["trainers.finetune", "--config=smoke", f"--workdir={run}", f"--data_dir={tmp_path / 'tfds'}",
-        "--evaluate=false", "--viz_every=0", "--verbose=0"] + extra_flags)
-  path = _run(["serving.export", f"--model={run}", f"--export_dir={exports}", "--name=m"]).strip().splitlines()[-1]
+  _run(
+    [
+      "trainers.finetune",
+      "--config=smoke",
+      f"--workdir={run}",
+      f"--data_dir={tmp_path / 'tfds'}",
+      "--evaluate=false",
+      "--viz_every=0",
+      "--verbose=0",
+    ]
+    + extra_flags
+  )
+  path = (
+    _run(["serving.export", f"--model={run}", f"--export_dir={exports}", "--name=m"]).strip().splitlines()[-1]
+  )
   with open(os.path.join(path, "assets.extra", "atcon_serving.json")) as f:
     contract = json.load(f)["contract"]
   assert contract["preprocessing"] == preprocessing
 
   # The evaluator's in-memory outputs, on the run's own test images.
   with open(run / "config.json") as f:
-    cfg = config_lib.Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.load(f)["config"].items()})
+    cfg = config_lib.Config(
+      **{k: tuple(v) if isinstance(v, list) else v for k, v in json.load(f)["config"].items()}
+    )
   splits = data_lib.load_splits(cfg)
   loaded = loading.load_model(str(run))
   assert loaded.contract.preprocessing == preprocessing
-  out = evaluation.model_outputs(loaded, splits.test.dataset(np.arange(NUM_IMAGES)), splits.info, preprocessing,
-                                 ConsistencyConfig(**loaded.contract.consistency_settings()),
-                                 num_examples=NUM_IMAGES)
+  out = evaluation.model_outputs(
+    loaded,
+    splits.test.dataset(np.arange(NUM_IMAGES)),
+    splits.info,
+    preprocessing,
+    ConsistencyConfig(**loaded.contract.consistency_settings()),
+    num_examples=NUM_IMAGES,
+  )
   images = out["examples"]["image"]
   assert images.dtype == np.uint8 and len(images) == NUM_IMAGES
 

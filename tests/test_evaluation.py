@@ -12,20 +12,35 @@ import pytest
 
 from trainers import evaluation
 
-INFO = types.SimpleNamespace(name="toy", multi_label=False, num_classes=3, has_boxes=True,
-                             class_names=["a", "b", "c"], box_convention="edge")
+INFO = types.SimpleNamespace(
+  name="toy",
+  multi_label=False,
+  num_classes=3,
+  has_boxes=True,
+  class_names=["a", "b", "c"],
+  box_convention="edge",
+)
 
 
 def _outputs(pred, labels, pairs=4):
   n = len(labels)
-  return {"label": np.asarray(labels), "pred": np.asarray(pred), "index": np.arange(n),
-          "pair_image": np.arange(pairs), "pair_class": np.zeros(pairs, np.int64)}
+  return {
+    "label": np.asarray(labels),
+    "pred": np.asarray(pred),
+    "index": np.arange(n),
+    "pair_image": np.arange(pairs),
+    "pair_class": np.zeros(pairs, np.int64),
+  }
 
 
 def _per(correct, consistency, iou, hits):
-  return {"correct": np.asarray(correct, np.float64), "consistency": np.asarray(consistency, np.float64),
-          "wsd_iou": np.asarray(iou, np.float64), "pointing_game": np.asarray(hits, np.float64),
-          "energy_pointing_game": np.asarray(hits, np.float64) * 0.5}
+  return {
+    "correct": np.asarray(correct, np.float64),
+    "consistency": np.asarray(consistency, np.float64),
+    "wsd_iou": np.asarray(iou, np.float64),
+    "pointing_game": np.asarray(hits, np.float64),
+    "energy_pointing_game": np.asarray(hits, np.float64) * 0.5,
+  }
 
 
 def _pair():
@@ -85,11 +100,20 @@ def test_pooled_comparison_is_the_authors_test():
 
 def _results(comparison):
   metrics = {"accuracy": {"estimate": 0.6, "lower": 0.3, "upper": 0.9}, "consistency": {"estimate": 0.1}}
-  return {"dataset": "toy", "num_images": 10, "ci": 0.9, "bootstrap_resamples": 20,
-          "loss": {"attention": "gb_mask", "similarity": "pearson", "mask_intensity": 8.0,
-                   "source": "recorded by 'b'"},
-          "models": {"a": {"metrics": metrics}, "b": {"metrics": metrics}},
-          "comparison": {"metrics": comparison}}
+  return {
+    "dataset": "toy",
+    "num_images": 10,
+    "ci": 0.9,
+    "bootstrap_resamples": 20,
+    "loss": {
+      "attention": "gb_mask",
+      "similarity": "pearson",
+      "mask_intensity": 8.0,
+      "source": "recorded by 'b'",
+    },
+    "models": {"a": {"metrics": metrics}, "b": {"metrics": metrics}},
+    "comparison": {"metrics": comparison},
+  }
 
 
 def test_table_notes_say_which_test_gave_each_pvalue():
@@ -98,17 +122,22 @@ def test_table_notes_say_which_test_gave_each_pvalue():
   table = evaluation.format_table(_results(paired))
   accuracy_row = next(line for line in table.splitlines() if line.startswith("| accuracy"))
   assert [c.strip() for c in accuracy_row.split("|")[-3:-1]] == ["+0.300", "0.375"]  # McNemar: 12/32
-  assert "p-values: accuracy: exact McNemar test; macro-F1: paired sign-flip permutation test, 30 " \
-         "resamples; WSD IoU, pointing game, energy pointing, consistency: paired sign-flip permutation " \
-         "test, 10000 resamples. A sign-flip test enumerates" in table
+  assert (
+    "p-values: accuracy: exact McNemar test; macro-F1: paired sign-flip permutation test, 30 "
+    "resamples; WSD IoU, pointing game, energy pointing, consistency: paired sign-flip permutation "
+    "test, 10000 resamples. A sign-flip test enumerates" in table
+  )
   assert "WSD IoU difference and p-value on the 3 images both models classify correctly" in table
   assert "attention=gb_mask, similarity=pearson, w=8 (recorded by 'b')" in table
-  pooled = evaluation.compare(out_a, per_a, out_b, per_b, INFO,
-                              evaluation.EvalOptions(pvalue_resamples=30, pvalue_test="pooled"))
+  pooled = evaluation.compare(
+    out_a, per_a, out_b, per_b, INFO, evaluation.EvalOptions(pvalue_resamples=30, pvalue_test="pooled")
+  )
   table = evaluation.format_table(_results(pooled))
-  assert "p-values: accuracy, WSD IoU, pointing game, energy pointing, consistency: the authors' pooled " \
-         "two-sample bootstrap test (bstrap), 10000 resamples; macro-F1: the authors' pooled two-sample " \
-         "bootstrap test (bstrap), 30 resamples." in table
+  assert (
+    "p-values: accuracy, WSD IoU, pointing game, energy pointing, consistency: the authors' pooled "
+    "two-sample bootstrap test (bstrap), 10000 resamples; macro-F1: the authors' pooled two-sample "
+    "bootstrap test (bstrap), 30 resamples." in table
+  )
 
 
 def test_loss_and_preprocessing_come_from_the_recorded_contracts():
@@ -150,14 +179,22 @@ def _toy_dataset(n=8):
   for i in range(n):
     c = i % 3
     y, x = (0, 0) if c == 0 else (0, 8) if c == 1 else (8, 4)
-    images[i, y:y + 8, x:x + 8] = 230
+    images[i, y : y + 8, x : x + 8] = 230
     boxes[i, 0] = np.array([y, x, y + 8, x + 8]) / SIZE
     labels[i] = c
-  ds = tf.data.Dataset.from_tensor_slices({
-      "image": images, "label": labels, "boxes": boxes, "box_labels": labels[:, None],
-      "size": np.full((n, 2), SIZE, np.int32), "index": np.arange(n, dtype=np.int64)})
-  info = datasets.DatasetInfo(name="toy", num_classes=3, class_names=["a", "b", "c"], multi_label=False,
-                              has_boxes=True)
+  ds = tf.data.Dataset.from_tensor_slices(
+    {
+      "image": images,
+      "label": labels,
+      "boxes": boxes,
+      "box_labels": labels[:, None],
+      "size": np.full((n, 2), SIZE, np.int32),
+      "index": np.arange(n, dtype=np.int64),
+    }
+  )
+  info = datasets.DatasetInfo(
+    name="toy", num_classes=3, class_names=["a", "b", "c"], multi_label=False, has_boxes=True
+  )
   return ds, info
 
 
@@ -171,15 +208,17 @@ def test_evaluate_models_end_to_end_with_recorded_contracts(tmp_path):
 
   ds, info = _toy_dataset()
   before = atcon_tf.ATCONModel(tiny_cnn(SIZE, classes=3, seed=1), preprocessing="scale_0_1")
-  after = atcon_tf.ATCONModel(tiny_cnn(SIZE, classes=3, seed=2), preprocessing="scale_0_1",
-                              mask_intensity=20.0)
+  after = atcon_tf.ATCONModel(
+    tiny_cnn(SIZE, classes=3, seed=2), preprocessing="scale_0_1", mask_intensity=20.0
+  )
   after(np.zeros((1, SIZE, SIZE, 3), np.float32))  # built, so its weights are saved
   path = str(tmp_path / "after.keras")
   after.save(path)
   options = evaluation.EvalOptions(batch_size=3, bootstrap=20, pvalue_resamples=20, num_grid_images=2)
   grid = str(tmp_path / "grid.png")
-  results = evaluation.evaluate_models({"before": before, "after": path}, ds, info, options=options,
-                                       grid_path=grid)
+  results = evaluation.evaluate_models(
+    {"before": before, "after": path}, ds, info, options=options, grid_path=grid
+  )
   assert results["preprocessing"] == "scale_0_1" and results["num_images"] == 8
   assert results["num_pointing_pairs"] == 8
   assert results["loss"]["mask_intensity"] == 20.0 and results["loss"]["source"] == "recorded by 'after'"
@@ -190,13 +229,21 @@ def test_evaluate_models_end_to_end_with_recorded_contracts(tmp_path):
   assert comparison["tests"]["accuracy"] == "mcnemar" and comparison["tests"]["consistency"] == "sign_flip"
   for name in ("before", "after"):
     m = results["models"][name]["metrics"]
-    assert {"accuracy", "macro_f1", "wsd_iou", "wsd_iou_both_correct", "pointing_game",
-            "pointing_agnostic_baseline", "consistency"} <= set(m)
+    assert {
+      "accuracy",
+      "macro_f1",
+      "wsd_iou",
+      "wsd_iou_both_correct",
+      "pointing_game",
+      "pointing_agnostic_baseline",
+      "consistency",
+    } <= set(m)
   # the consistency metric is -cost of the loss itself, under the last model's recorded w = 20
   x = preprocessing.apply(np.stack([e["image"] for e in ds.as_numpy_iterator()]), "scale_0_1")
   costs = tf.function(lambda x: consistency_per_image(before.tapped, x, mask_intensity=20.0).costs)(x)
   assert results["models"]["before"]["metrics"]["consistency"]["estimate"] == pytest.approx(
-      float(-np.mean(costs.numpy())), abs=1e-5)
+    float(-np.mean(costs.numpy())), abs=1e-5
+  )
   assert results["grid"] == grid
   with open(grid, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"

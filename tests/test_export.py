@@ -1,4 +1,5 @@
 """SavedModel export for TF Serving: layout, C++ loader, fresh-process load, parity with the model."""
+
 import io
 import json
 import os
@@ -91,17 +92,23 @@ def test_layout_info_and_warmup(exported):
 
 
 def test_signatures_and_per_example_outputs(loaded):
-  assert {"serving_default", "explain_class", "predict", "predict_bytes",
-          "explain_class_bytes"} <= set(loaded.signatures)
+  assert {"serving_default", "explain_class", "predict", "predict_bytes", "explain_class_bytes"} <= set(
+    loaded.signatures
+  )
   x = _pixels(3)
   full = loaded.signatures["serving_default"](images=tf.constant(x))
   assert set(full) == set(EXPLAIN_KEYS)
   shapes = {k: tuple(v.shape) for k, v in full.items()}
-  assert shapes == {"probabilities": (3, 4), "class_ids": (3,), "gradcam": (3, SIZE, SIZE),
-                    "guided_backprop": (3, SIZE, SIZE), "consistency": (3,)}
+  assert shapes == {
+    "probabilities": (3, 4),
+    "class_ids": (3,),
+    "gradcam": (3, SIZE, SIZE),
+    "guided_backprop": (3, SIZE, SIZE),
+    "consistency": (3,),
+  }
   # Per example along axis 0: each image's outputs do not depend on the rest of the batch.
   for i in range(3):
-    alone = loaded.signatures["serving_default"](images=tf.constant(x[i:i + 1]))
+    alone = loaded.signatures["serving_default"](images=tf.constant(x[i : i + 1]))
     for key in EXPLAIN_KEYS:
       np.testing.assert_allclose(alone[key].numpy()[0], full[key].numpy()[i], atol=ATOL)
   for key in ("gradcam", "guided_backprop"):
@@ -117,8 +124,9 @@ def test_parity_with_in_memory_model(exported, loaded):
   want = reference_outputs(tapped, x, "scale_0_1")
   assert_outputs_close(loaded.signatures["serving_default"](images=tf.constant(x)), want)
   want_predict = reference_predict(tapped, x, "scale_0_1")
-  assert_outputs_close(loaded.signatures["predict"](images=tf.constant(x)), want_predict,
-                       keys=("probabilities", "class_ids"))
+  assert_outputs_close(
+    loaded.signatures["predict"](images=tf.constant(x)), want_predict, keys=("probabilities", "class_ids")
+  )
   class_ids = np.array([-1, 2, 0, 3], np.int32)
   want_class = reference_outputs(tapped, x, "scale_0_1", class_ids=class_ids)
   got = loaded.signatures["explain_class"](images=tf.constant(x), class_ids=tf.constant(class_ids))
@@ -134,8 +142,9 @@ def test_bytes_signatures_decode_and_resize(exported, loaded):
   assert_outputs_close(loaded.signatures["predict_bytes"](images_bytes=encoded), want)
   class_ids = tf.constant([1, -1], tf.int32)
   want_class = reference_outputs(tapped, x, "scale_0_1", class_ids=class_ids.numpy())
-  assert_outputs_close(loaded.signatures["explain_class_bytes"](
-      images_bytes=encoded, class_ids=class_ids), want_class)
+  assert_outputs_close(
+    loaded.signatures["explain_class_bytes"](images_bytes=encoded, class_ids=class_ids), want_class
+  )
   # Another size and a grayscale PNG: decoded to RGB, resized (bilinear, antialias) in-graph.
   big = np.random.default_rng(3).integers(0, 256, size=(24, 20), dtype=np.uint8)
   got = loaded.signatures["predict_bytes"](images_bytes=tf.constant([_png(big)]))
@@ -162,18 +171,35 @@ def test_saved_model_cli_run(exported, tmp_path):
   np.save(tmp_path / "x.npy", x)
   class_ids = np.array([3, -1], np.int32)
   np.save(tmp_path / "c.npy", class_ids)
-  runs = {"serving_default": "images=x.npy",
-          "explain_class": "images=x.npy;class_ids=c.npy"}
+  runs = {"serving_default": "images=x.npy", "explain_class": "images=x.npy;class_ids=c.npy"}
   for signature, inputs in runs.items():
     out = tmp_path / signature
     result = subprocess.run(
-        ["saved_model_cli", "run", "--dir", path, "--tag_set", "serve", "--signature_def",
-         signature, "--inputs", inputs, "--outdir", str(out)],
-        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+      [
+        "saved_model_cli",
+        "run",
+        "--dir",
+        path,
+        "--tag_set",
+        "serve",
+        "--signature_def",
+        signature,
+        "--inputs",
+        inputs,
+        "--outdir",
+        str(out),
+      ],
+      cwd=tmp_path,
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     got = {key: np.load(out / f"{key}.npy") for key in EXPLAIN_KEYS}
-    want = reference_outputs(tapped, x, "scale_0_1",
-                             class_ids=class_ids if signature == "explain_class" else None)
+    want = reference_outputs(
+      tapped, x, "scale_0_1", class_ids=class_ids if signature == "explain_class" else None
+    )
     assert_outputs_close(got, want)
 
 
@@ -210,16 +236,17 @@ def test_fresh_process_without_project_code(exported, tmp_path):
       np.savez("out.npz", **out)
   """)
   env = {k: v for k, v in _env().items() if k != "PYTHONPATH"}
-  result = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+  result = subprocess.run(
+    [sys.executable, "-I", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   out = np.load(tmp_path / "out.npz")
   want = reference_outputs(tapped, x, "scale_0_1")
   assert_outputs_close({k: out["sd_" + k] for k in EXPLAIN_KEYS}, want)
-  assert_outputs_close({k: out["p_" + k] for k in ("probabilities", "class_ids")}, want,
-                       keys=("probabilities", "class_ids"))
-  assert_outputs_close({k: out["b_" + k] for k in EXPLAIN_KEYS},
-                       {k: v[:1] for k, v in want.items()})
+  assert_outputs_close(
+    {k: out["p_" + k] for k in ("probabilities", "class_ids")}, want, keys=("probabilities", "class_ids")
+  )
+  assert_outputs_close({k: out["b_" + k] for k in EXPLAIN_KEYS}, {k: v[:1] for k, v in want.items()})
 
 
 @pytest.mark.slow
@@ -233,9 +260,23 @@ def test_cli_exports_atcon_model_from_workdir(tmp_path):
   atcon_model.save(str(workdir / "best.keras"))
   export_dir = tmp_path / "exports"
   result = subprocess.run(
-      [sys.executable, "-m", "serving.export", f"--model={workdir}", f"--export_dir={export_dir}",
-       "--name=atcon", "--version=3", "--preprocessing=imagenet_torch", "--input_dtype=uint8"],
-      cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      "-m",
+      "serving.export",
+      f"--model={workdir}",
+      f"--export_dir={export_dir}",
+      "--name=atcon",
+      "--version=3",
+      "--preprocessing=imagenet_torch",
+      "--input_dtype=uint8",
+    ],
+    cwd=REPO,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   path = str(export_dir / "atcon" / "3")
   assert result.stdout.strip().splitlines()[-1] == path
@@ -255,8 +296,9 @@ def test_export_reads_the_recorded_contract_and_an_explicit_argument_wins(tmp_pa
   classifier = tiny_cnn(SIZE, classes=3, seed=11)
   run = tmp_path / "run"
   run.mkdir()
-  recorded = atcon_tf.ATCONModel(classifier, mask_intensity=20.0, preprocessing="imagenet_caffe",
-                                 class_names=["cat", "dog", "fox"])
+  recorded = atcon_tf.ATCONModel(
+    classifier, mask_intensity=20.0, preprocessing="imagenet_caffe", class_names=["cat", "dog", "fox"]
+  )
   recorded(np.zeros((1, SIZE, SIZE, 3), np.float32))
   recorded.save(str(run / "best.keras"))
   path = export_lib.export_model(str(run), tmp_path / "exports", "m")
@@ -286,9 +328,20 @@ def test_export_refuses_a_model_that_records_no_preprocessing(tmp_path):
   assert export_lib.load_contract(path).preprocessing == "scale_-1_1"
   model.save(str(tmp_path / "plain.keras"))
   result = subprocess.run(
-      [sys.executable, "-m", "serving.export", f"--model={tmp_path / 'plain.keras'}",
-       f"--export_dir={tmp_path / 'cli'}", "--name=m"],
-      cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      "-m",
+      "serving.export",
+      f"--model={tmp_path / 'plain.keras'}",
+      f"--export_dir={tmp_path / 'cli'}",
+      "--name=m",
+    ],
+    cwd=REPO,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode != 0
   assert "records no preprocessing" in result.stderr and "Traceback" not in result.stderr
 
@@ -318,8 +371,9 @@ def test_fused_passes_match_reference(case):
   assert_outputs_close(got, reference_outputs(tapped, x, "scale_0_1"), atol=1e-6)
   # The layers are restored: the plain model still gives its plain logits.
   plain = tf.constant(x / 255.0, tf.float32)
-  np.testing.assert_allclose(tapped.logits(plain).numpy(),
-                             atcon_tf.TappedModel(model, target_layer).logits(plain).numpy())
+  np.testing.assert_allclose(
+    tapped.logits(plain).numpy(), atcon_tf.TappedModel(model, target_layer).logits(plain).numpy()
+  )
 
 
 def test_export_rejects_bad_arguments(tmp_path, exported):
@@ -349,14 +403,27 @@ def test_info_json_is_valid(exported):
   """The info file's contract is what was exported (written out here, not read back through the code)."""
   with open(os.path.join(exported[2], "assets.extra", export_lib.EXPORT_INFO_FILE)) as f:
     info = json.load(f)
-  assert info["signatures"] == ["serving_default", "explain_class", "predict", "predict_bytes",
-                                "explain_class_bytes"]
+  assert info["signatures"] == [
+    "serving_default",
+    "explain_class",
+    "predict",
+    "predict_bytes",
+    "explain_class_bytes",
+  ]
   assert info["preprocessing_formula"] == preprocessing.get("scale_0_1").formula
   assert info["contract"] == {
-      "preprocessing": "scale_0_1", "image_size": [SIZE, SIZE], "target_layer": "features",
-      "class_names": None, "multi_label": False, "attention": "gb_mask", "similarity": "pearson", "mask_intensity": 8.0}
+    "preprocessing": "scale_0_1",
+    "image_size": [SIZE, SIZE],
+    "target_layer": "features",
+    "class_names": None,
+    "multi_label": False,
+    "attention": "gb_mask",
+    "similarity": "pearson",
+    "mask_intensity": 8.0,
+  }
   assert export_lib.load_contract(exported[2]) == ServingContract(
-      preprocessing="scale_0_1", image_size=(SIZE, SIZE), target_layer="features")
+    preprocessing="scale_0_1", image_size=(SIZE, SIZE), target_layer="features"
+  )
 
 
 if __name__ == "__main__":

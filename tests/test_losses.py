@@ -1,4 +1,5 @@
 """The ATCON loss: against an independent per-image reference, finite differences, edge cases."""
+
 import keras
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ def _reference_forward(model, x, guided):
   """tiny_cnn's forward written out with raw TF ops and the model's weights (BN inference)."""
   w = {layer.name: layer.get_weights() for layer in model.layers}
   from atcon_tf.maps.guided_relu import guided_relu
+
   act = guided_relu if guided else tf.nn.relu
 
   def bn(t, name):
@@ -66,7 +68,7 @@ def _reference_cost(model, image, w):
 
   vx = squash(cam1) - squash(cam1).mean()
   vy = squash(cam2) - squash(cam2).mean()
-  den = np.sqrt((vx ** 2).sum()) * np.sqrt((vy ** 2).sum())
+  den = np.sqrt((vx**2).sum()) * np.sqrt((vy**2).sum())
   return (-(vx * vy).sum() / den if den > 0 else 0.0), mask
 
 
@@ -75,8 +77,14 @@ def _randomize_batchnorm(model, seed=0):
   for layer in model.layers:
     if isinstance(layer, keras.layers.BatchNormalization):
       gamma, beta, mean, var = layer.get_weights()
-      layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
-                         rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 2.0, var.shape)])
+      layer.set_weights(
+        [
+          rng.uniform(0.5, 1.5, gamma.shape),
+          rng.normal(0, 0.1, beta.shape),
+          rng.normal(0, 0.1, mean.shape),
+          rng.uniform(0.5, 2.0, var.shape),
+        ]
+      )
 
 
 def test_batched_loss_equals_per_image_reference():
@@ -113,16 +121,16 @@ def test_gradient_matches_float64_finite_differences(attention):
   with tf.GradientTape() as tape:
     loss = _loss_value(tapped, x, **kw)
   variables = model.trainable_variables
-  grads = [tf.zeros_like(v) if g is None else g for g, v in
-           zip(tape.gradient(loss, variables), variables)]
+  grads = [tf.zeros_like(v) if g is None else g for g, v in zip(tape.gradient(loss, variables), variables)]
   rng = np.random.default_rng(0)
   eps = 1e-6
   worst = 0.0
   for trial in range(4):
     direction = [rng.normal(size=v.shape) for v in variables]
     if trial < len(variables):  # Also probe single variables (conv kernels, BN gamma, head).
-      direction = [d if i == [0, 2, 6, 8][trial] % len(variables) else np.zeros_like(d)
-                   for i, d in enumerate(direction)]
+      direction = [
+        d if i == [0, 2, 6, 8][trial] % len(variables) else np.zeros_like(d) for i, d in enumerate(direction)
+      ]
     originals = [v.numpy() for v in variables]
     values = []
     for sign in (1.0, -1.0):
@@ -148,6 +156,7 @@ def test_second_order_mask_path_carries_gradient():
   kernel = model.get_layer("logits").kernel
   g_full = tape.gradient(full, kernel)
   from atcon_tf.maps import processing
+
   original = processing.soft_mask
 
   def detached(saliency, intensity):
@@ -172,8 +181,9 @@ def test_every_variant_is_finite_and_trainable(attention, similarity_name):
   tapped = atcon_tf.TappedModel(model)
   x = tf.random.normal([2, 16, 16, 3], seed=9)
   with tf.GradientTape() as tape:
-    loss = losses.consistency_loss(tapped, x, attention=attention, similarity=similarity_name,
-                                   smoothgrad_samples=3)
+    loss = losses.consistency_loss(
+      tapped, x, attention=attention, similarity=similarity_name, smoothgrad_samples=3
+    )
   grads = [g for g in tape.gradient(loss, model.trainable_variables) if g is not None]
   assert np.isfinite(float(loss))
   assert grads and all(np.isfinite(g.numpy()).all() for g in grads)
@@ -212,4 +222,5 @@ def test_similarity_hand_values():
 
 if __name__ == "__main__":
   import sys
+
   sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", __file__]))

@@ -1,4 +1,5 @@
 """Attention maps on hand-computed cases, against tf-keras-vis, and batched vs per-image."""
+
 import keras
 import numpy as np
 import pytest
@@ -25,8 +26,9 @@ VANILLA_CLASS0 = np.array([[0.25, 0.125], [0.25, 0.25]])
 
 @pytest.fixture(params=["flat", "nested", "activation_layer"])
 def hand(request):
-  model = hand_models.hand_model(nested=request.param == "nested",
-                                 activation_layer=request.param == "activation_layer")
+  model = hand_models.hand_model(
+    nested=request.param == "nested", activation_layer=request.param == "activation_layer"
+  )
   return atcon_tf.TappedModel(model)
 
 
@@ -55,9 +57,12 @@ def test_guided_backprop_hand_computed(hand):
 def test_guided_patches_cover_all_relu_kinds_and_are_restored():
   model = hand_models.hand_model(nested=True)
   from atcon_tf.maps.guided_relu import guided_patches
+
   patches = guided_patches(model)
   assert sorted((layer.name, attr) for layer, attr, _ in patches) == [
-      ("features", "activation"), ("relu1", "call")]
+    ("features", "activation"),
+    ("relu1", "call"),
+  ]
   tapped = atcon_tf.TappedModel(model)
   maps.guided_backprop(tapped, hand_models.HAND_IMAGE, [0])
   features = model.get_layer("backbone").get_layer("features")
@@ -69,6 +74,7 @@ def test_guided_patches_cover_all_relu_kinds_and_are_restored():
 def test_guided_relu_capped_relu6_gate():
   x = tf.constant([-1.0, 0.5, 7.0])
   from atcon_tf.maps.guided_relu import guided_relu
+
   with tf.GradientTape() as tape:
     tape.watch(x)
     y = guided_relu(x, max_value=6.0)
@@ -122,16 +128,21 @@ def test_smoothgrad_without_noise_is_squared_gradient():
 def test_gradcam_equals_tf_keras_vis():
   from tf_keras_vis.gradcam import Gradcam
   from tf_keras_vis.utils.scores import CategoricalScore
+
   model = backbones.small_resnet(image_size=32, classes=5, seed=5)
   tapped = atcon_tf.TappedModel(model)
   assert tapped.target_layer_path == "stage3_block1_out"
   x = tf.random.normal([3, 32, 32, 3], seed=2)
   classes = [0, 3, 4]
   ours = maps.gradcam(tapped, x, class_ids=classes, relu=True).cam.numpy()
-  oracle = Gradcam(model, clone=True)(CategoricalScore(classes), x.numpy(),
-                                      penultimate_layer="stage3_block1_out", seek_penultimate_conv_layer=False,
-                                      expand_cam=False,
-                                      normalize_cam=False)
+  oracle = Gradcam(model, clone=True)(
+    CategoricalScore(classes),
+    x.numpy(),
+    penultimate_layer="stage3_block1_out",
+    seek_penultimate_conv_layer=False,
+    expand_cam=False,
+    normalize_cam=False,
+  )
   assert np.abs(ours).max() > 0
   np.testing.assert_allclose(ours, np.asarray(oracle), rtol=1e-4, atol=1e-6)
 
@@ -143,14 +154,21 @@ def test_batched_maps_equal_per_image_loop():
   gb = maps.guided_backprop(tapped, x, batched.class_ids)
   ig = maps.integrated_gradients(tapped, x, batched.class_ids, steps=3)
   for i in range(4):
-    one = maps.gradcam(tapped, x[i:i + 1], relu=False)
+    one = maps.gradcam(tapped, x[i : i + 1], relu=False)
     assert int(one.class_ids[0]) == int(batched.class_ids[i])
     np.testing.assert_allclose(one.cam.numpy()[0], batched.cam.numpy()[i], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(maps.guided_backprop(tapped, x[i:i + 1], one.class_ids).numpy()[0],
-                               gb.numpy()[i], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(
-        maps.integrated_gradients(tapped, x[i:i + 1], one.class_ids, steps=3).numpy()[0],
-        ig.numpy()[i], rtol=1e-4, atol=1e-6)
+      maps.guided_backprop(tapped, x[i : i + 1], one.class_ids).numpy()[0],
+      gb.numpy()[i],
+      rtol=1e-4,
+      atol=1e-6,
+    )
+    np.testing.assert_allclose(
+      maps.integrated_gradients(tapped, x[i : i + 1], one.class_ids, steps=3).numpy()[0],
+      ig.numpy()[i],
+      rtol=1e-4,
+      atol=1e-6,
+    )
 
 
 def test_maps_inside_tf_function_match_eager():
@@ -165,8 +183,9 @@ def test_maps_inside_tf_function_match_eager():
   cam, gb = both(x)
   eager = maps.gradcam(tapped, x, relu=False)
   np.testing.assert_allclose(cam.numpy(), eager.cam.numpy(), rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(gb.numpy(), maps.guided_backprop(tapped, x, eager.class_ids).numpy(),
-                             rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(
+    gb.numpy(), maps.guided_backprop(tapped, x, eager.class_ids).numpy(), rtol=1e-5, atol=1e-7
+  )
 
 
 def test_attention_panels_compose_explain_with_the_model_s_loss_settings(tmp_path):
@@ -185,8 +204,13 @@ def test_attention_panels_compose_explain_with_the_model_s_loss_settings(tmp_pat
   atcon_model(x)  # Built, so that it can be saved.
   path = str(tmp_path / "atcon.keras")
   atcon_model.save(path)
-  cases = [(atcon_model, None, 40.0), (path, None, 40.0), (classifier, None, choices.MASK_INTENSITY),
-           (tapped, None, choices.MASK_INTENSITY), (atcon_model, 3.0, 3.0)]
+  cases = [
+    (atcon_model, None, 40.0),
+    (path, None, 40.0),
+    (classifier, None, choices.MASK_INTENSITY),
+    (tapped, None, choices.MASK_INTENSITY),
+    (atcon_model, 3.0, 3.0),
+  ]
   for model, override, w in cases:
     panels = visualize.attention_panels(model, x, mask_intensity=override)
     mask, mask_logits = processing.soft_mask(saliency, w)
@@ -212,14 +236,16 @@ def test_attention_panels_compose_explain_with_the_model_s_loss_settings(tmp_pat
 def test_processing_hand_values():
   m = tf.constant([[[1.0, 2.0], [3.0, 4.0]]])
   std = np.std([1, 2, 3, 4], ddof=1)
-  np.testing.assert_allclose(processing.zscore(m).numpy()[0], (np.array([[1, 2], [3, 4]]) - 2.5) / std,
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    processing.zscore(m).numpy()[0], (np.array([[1, 2], [3, 4]]) - 2.5) / std, rtol=1e-6
+  )
   np.testing.assert_allclose(processing.zscore(tf.ones([1, 2, 2])).numpy(), 0.0)
   mask, logits = processing.soft_mask(m, 2.0)
   sigma = 2.5 + 0.5 * std
   np.testing.assert_allclose(logits.numpy()[0], 2.0 * (np.array([[1, 2], [3, 4]]) - sigma), rtol=1e-6)
-  np.testing.assert_allclose(mask.numpy()[0], 1 / (1 + np.exp(-2.0 * (np.array([[1, 2], [3, 4]]) - sigma))),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    mask.numpy()[0], 1 / (1 + np.exp(-2.0 * (np.array([[1, 2], [3, 4]]) - sigma))), rtol=1e-6
+  )
   up = processing.resize_align_corners(tf.constant([[[0.0, 1.0], [2.0, 3.0]]]), [3, 3]).numpy()[0]
   np.testing.assert_allclose(up, [[0, 0.5, 1], [1, 1.5, 2], [2, 2.5, 3]], atol=1e-6)
   pooled = processing.average_pool_to(tf.reshape(tf.range(16.0), [1, 4, 4]), (2, 2)).numpy()[0]
@@ -230,4 +256,5 @@ def test_processing_hand_values():
 
 if __name__ == "__main__":
   import sys
+
   sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", __file__]))

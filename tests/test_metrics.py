@@ -11,6 +11,7 @@ from atcon_tf.metrics import bootstrap, classification as cls, localization as l
 
 # --------------------------------------------------------------------------------------- classification
 
+
 def test_single_label_macro_f1_counts_undefined_classes_as_zero():
   y_true = [0, 0, 1, 1, 2]
   y_pred = [0, 1, 1, 1, 0]
@@ -43,6 +44,7 @@ def test_multilabel_f1_uses_strict_threshold_and_eps():
 
 # ------------------------------------------------------------------------------------------ bootstrap CIs
 
+
 def test_bootstrap_ci_two_point_sample_uses_5th_and_95th_percentiles():
   # mean of a resample of [0, 1] is 0 (p=1/4), 0.5 (1/2) or 1 (1/4): 5th pct 0, 95th pct 1, mean ~0.5
   res = bootstrap.bootstrap_ci(np.mean, np.array([0.0, 1.0]), n_resamples=2000, seed=3)
@@ -63,6 +65,7 @@ def test_bootstrap_ci_contains_true_mean_and_resamples_rows_jointly():
 
 
 # ------------------------------------------------------------------------------------ comparison p-values
+
 
 def _table(both_right, only_a, only_b, both_wrong):
   """Per-image correctness of models a and b with the given 2x2 counts."""
@@ -174,8 +177,9 @@ def test_sign_flip_test_identical_and_shifted_samples():
   x = rng.normal(0.0, 3.0, 100)
   assert bootstrap.paired_permutation_pvalue(np.mean, x, x.copy()) == 1.0
   # different per-image values with the same mean: t = 0, every pattern ties
-  assert bootstrap.paired_permutation_pvalue(np.mean, [1.0, 2.0], [2.0, 1.0], exact=False,
-                                             n_resamples=50) == 1.0
+  assert (
+    bootstrap.paired_permutation_pvalue(np.mean, [1.0, 2.0], [2.0, 1.0], exact=False, n_resamples=50) == 1.0
+  )
   # a small consistent shift under a large between-image spread: the pairing sees it, pooling does not
   y = x + 0.3 + rng.normal(0.0, 0.1, 100)
   assert bootstrap.paired_permutation_pvalue(np.mean, x, y, n_resamples=2000) == pytest.approx(1 / 2001)
@@ -197,6 +201,7 @@ def test_sign_flip_test_refuses_mismatched_data():
 
 
 # ----------------------------------------------------------------------------------------- localization
+
 
 def test_upsample_nearest_matches_cv2_inter_nearest():
   cam = np.array([[1, 2], [3, 4]])
@@ -260,7 +265,8 @@ def test_mask_iou_and_wsd_iou_by_hand():
   assert loc.wsd_iou(cam, [[2, 2, 8, 8]], 8, map_size=4) == 1.0
   np.testing.assert_allclose(loc.wsd_iou_batch([cam, cam], [[[1, 1, 4, 4]], [[0, 0, 4, 4]]], 4), [1, 4 / 9])
   np.testing.assert_allclose(
-      loc.wsd_iou_batch([cam, cam], [[[2, 2, 8, 8]], [[1, 1, 4, 4]]], [[8, 8], [4, 4]], map_size=4), [1, 1])
+    loc.wsd_iou_batch([cam, cam], [[[2, 2, 8, 8]], [[1, 1, 4, 4]]], [[8, 8], [4, 4]], map_size=4), [1, 1]
+  )
 
 
 def test_voc_pixel_boxes_inverts_tfds_voc():
@@ -291,10 +297,12 @@ def test_energy_pointing_game_by_hand():
   # the 2x2 map covers a 4x4 image: box (0, 2, 2, 4) is the same cell
   assert loc.energy_pointing_game(s, [[0, 2, 2, 4]], image_size=4) == pytest.approx(0.75)
   assert loc.energy_pointing_game(-np.ones((2, 2)), [[0, 0, 2, 2]]) == 0.0
-  np.testing.assert_allclose(loc.energy_pointing_game_batch([s, s], [[[0, 1, 1, 2]], [[1, 0, 2, 2]]]),
-                             [0.75, 0])
+  np.testing.assert_allclose(
+    loc.energy_pointing_game_batch([s, s], [[[0, 1, 1, 2]], [[1, 0, 2, 2]]]), [0.75, 0]
+  )
 
 
 if __name__ == "__main__":
- import sys
- sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", __file__]))
+  import sys
+
+  sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", __file__]))

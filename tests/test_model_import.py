@@ -1,4 +1,5 @@
 """Importing existing Keras models: functional, Sequential, nested backbones, files."""
+
 import keras
 import numpy as np
 import pytest
@@ -12,13 +13,15 @@ from atcon_tf.maps.guided_relu import guided_patches
 
 def _sequential():
   keras.utils.set_random_seed(0)
-  return keras.Sequential([
+  return keras.Sequential(
+    [
       keras.Input((16, 16, 3)),
       keras.layers.Conv2D(4, 3, activation="relu", name="c1"),
       keras.layers.Conv2D(4, 3, activation="relu", name="c2"),
       keras.layers.GlobalAveragePooling2D(),
       keras.layers.Dense(3, activation="softmax"),
-  ])
+    ]
+  )
 
 
 def _with_backbone(backbone, classes=3):
@@ -38,8 +41,9 @@ def test_sequential_model_target_and_softmax_bypass():
 
 
 def test_nested_mobilenet_v2_backbone():
-  backbone = keras.applications.MobileNetV2(input_shape=(64, 64, 3), include_top=False,
-                                            weights=None, alpha=0.35)
+  backbone = keras.applications.MobileNetV2(
+    input_shape=(64, 64, 3), include_top=False, weights=None, alpha=0.35
+  )
   model = _with_backbone(backbone)
   tapped = atcon_tf.TappedModel(model)
   assert tapped.target_layer_path == f"{backbone.name}/out_relu"
@@ -96,4 +100,5 @@ def test_explicit_target_layer_and_errors(tmp_path):
 
 if __name__ == "__main__":
   import sys
+
   sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", __file__]))

@@ -5,6 +5,7 @@ A model is only right with the preprocessing it was trained with, so every form 
 `imagenet_utils.preprocess_input` (what a `keras.applications` model expects) and the served `predict`
 signature.
 """
+
 import os
 import re
 
@@ -24,11 +25,11 @@ SIZE = 16
 NAMES = choices.PREPROCESSING
 # Written out from the formulas (not from the module under test): a first pixel of (0, 128, 255).
 FIRST_PIXEL = {
-    "imagenet_torch": [(0 / 255 - 0.485) / 0.229, (128 / 255 - 0.456) / 0.224, (255 / 255 - 0.406) / 0.225],
-    "imagenet_caffe": [255 - 103.939, 128 - 116.779, 0 - 123.68],  # BGR
-    "scale_-1_1": [-1.0, 128 / 127.5 - 1, 1.0],
-    "scale_0_1": [0.0, 128 / 255, 1.0],
-    "none": [0.0, 128.0, 255.0],
+  "imagenet_torch": [(0 / 255 - 0.485) / 0.229, (128 / 255 - 0.456) / 0.224, (255 / 255 - 0.406) / 0.225],
+  "imagenet_caffe": [255 - 103.939, 128 - 116.779, 0 - 123.68],  # BGR
+  "scale_-1_1": [-1.0, 128 / 127.5 - 1, 1.0],
+  "scale_0_1": [0.0, 128 / 255, 1.0],
+  "none": [0.0, 128.0, 255.0],
 }
 
 
@@ -84,8 +85,13 @@ def test_keras_modes_equal_keras_preprocess_input(name):
 
 def test_keras_modes_are_the_documented_ones():
   modes = {n: preprocessing.get(n).keras_mode for n in NAMES}
-  assert modes == {"imagenet_torch": "torch", "imagenet_caffe": "caffe", "scale_-1_1": "tf",
-                   "scale_0_1": None, "none": None}
+  assert modes == {
+    "imagenet_torch": "torch",
+    "imagenet_caffe": "caffe",
+    "scale_-1_1": "tf",
+    "scale_0_1": None,
+    "none": None,
+  }
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -99,10 +105,12 @@ def test_invert_recovers_uint8_pixels(name):
 def test_bad_name_raises_naming_the_allowed_ones():
   allowed = re.escape(str(list(NAMES)))
   images = np.zeros([1, 2, 2, 3], np.float32)
-  for call in (lambda: preprocessing.get("zscore"),
-               lambda: preprocessing.apply(tf.constant(images), "zscore"),
-               lambda: preprocessing.apply_numpy(images, "zscore"),
-               lambda: preprocessing.invert(images, "zscore")):
+  for call in (
+    lambda: preprocessing.get("zscore"),
+    lambda: preprocessing.apply(tf.constant(images), "zscore"),
+    lambda: preprocessing.apply_numpy(images, "zscore"),
+    lambda: preprocessing.invert(images, "zscore"),
+  ):
     with pytest.raises(ValueError, match=f"Unknown preprocessing 'zscore'; choose one of {allowed}"):
       call()
   with pytest.raises(ValueError, match="needs 3-channel"):
@@ -130,8 +138,9 @@ def test_exported_graph_applies_the_same_preprocessing(name, tmp_path):
   # Raw pixels as uint8 (the cast inside the graph) where the export allows it; 'none' feeds the input as is,
   # so its export takes float32 (export_model refuses uint8 for it).
   input_dtype = "float32" if name == "none" else "uint8"
-  path = export_lib.export_model(model, tmp_path, "m", preprocessing=name, input_dtype=input_dtype,
-                                 warmup=False)
+  path = export_lib.export_model(
+    model, tmp_path, "m", preprocessing=name, input_dtype=input_dtype, warmup=False
+  )
   x = _pixels(seed=2)
   served = tf.saved_model.load(path).signatures["predict"](images=tf.constant(x.astype(input_dtype)))
   want = tf.nn.softmax(model(preprocessing.apply_numpy(x, name))).numpy()
@@ -145,4 +154,5 @@ def test_exported_graph_applies_the_same_preprocessing(name, tmp_path):
 
 if __name__ == "__main__":
   import sys
+
   sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", __file__]))

@@ -3,6 +3,7 @@
 One tiny export serves the whole module; the server runs as a subprocess (its real CLI, a
 models.config with two models) so a crash would show as a dead process.
 """
+
 import io
 import json
 import os
@@ -74,9 +75,14 @@ class Server:
     self.log_path = log_path
     self._log = open(log_path, "w")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    self.process = subprocess.Popen([sys.executable, "-m", "serving.server", "--port=0", *args],
-                                    cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=self._log,
-                                    text=True)
+    self.process = subprocess.Popen(
+      [sys.executable, "-m", "serving.server", "--port=0", *args],
+      cwd=REPO,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=self._log,
+      text=True,
+    )
     deadline = time.monotonic() + 180
     line = ""
     while time.monotonic() < deadline:
@@ -115,30 +121,51 @@ def setup(tmp_path_factory):
   root = tmp_path_factory.mktemp("serving")
   export_dir = str(root / "exports")
   model = tiny_cnn(SIZE, classes=CLASSES)
-  path = export_lib.export_model(model, export_dir, "tiny", preprocessing="scale_0_1",
-                                 class_names=CLASS_NAMES)
+  path = export_lib.export_model(
+    model, export_dir, "tiny", preprocessing="scale_0_1", class_names=CLASS_NAMES
+  )
   # A second model name over a copy of the same export, for the hot-swap test.
   shutil.copytree(path, os.path.join(export_dir, "swap", "1"))
   config_path = config_lib.write_models_config(
-      str(root / "models.config"),
-      [config_lib.model_config("tiny", os.path.join(export_dir, "tiny")),
-       config_lib.model_config("swap", os.path.join(export_dir, "swap"), num_versions=1)])
-  server = Server([f"--model_config_file={config_path}", "--file_system_poll_wait_seconds=0.2",
-                   f"--max_message_mb={MAX_MESSAGE_MB}", "--threads=8"],
-                  str(root / "server.log"))
+    str(root / "models.config"),
+    [
+      config_lib.model_config("tiny", os.path.join(export_dir, "tiny")),
+      config_lib.model_config("swap", os.path.join(export_dir, "swap"), num_versions=1),
+    ],
+  )
+  server = Server(
+    [
+      f"--model_config_file={config_path}",
+      "--file_system_poll_wait_seconds=0.2",
+      f"--max_message_mb={MAX_MESSAGE_MB}",
+      "--threads=8",
+    ],
+    str(root / "server.log"),
+  )
   client = ServingClient(server.target, timeout=60, max_message_mb=64)
-  yield {"server": server, "client": client, "model": model, "path": path,
-         "tapped": atcon_tf.TappedModel(model), "export_dir": export_dir, "root": root}
+  yield {
+    "server": server,
+    "client": client,
+    "model": model,
+    "path": path,
+    "tapped": atcon_tf.TappedModel(model),
+    "export_dir": export_dir,
+    "root": root,
+  }
   client.close()
   server.stop()
 
 
 @pytest.fixture(scope="module")
 def stubs(setup):
-  channel = grpc.insecure_channel(setup["server"].target, options=[
-      ("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)])
-  yield (prediction_service_pb2_grpc.PredictionServiceStub(channel),
-         model_service_pb2_grpc.ModelServiceStub(channel))
+  channel = grpc.insecure_channel(
+    setup["server"].target,
+    options=[("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)],
+  )
+  yield (
+    prediction_service_pb2_grpc.PredictionServiceStub(channel),
+    model_service_pb2_grpc.ModelServiceStub(channel),
+  )
   channel.close()
 
 
@@ -157,8 +184,11 @@ def test_maps_over_grpc_equal_in_process_model(setup):
   result = client.predict(x, "tiny")
   assert (result.model, result.version, result.signature) == ("tiny", 1, "serving_default")
   _assert_close(result, want)
-  _assert_close(client.predict(x, "tiny", signature="predict"),
-                reference_predict(tapped, x, "scale_0_1"), keys=("probabilities", "class_ids"))
+  _assert_close(
+    client.predict(x, "tiny", signature="predict"),
+    reference_predict(tapped, x, "scale_0_1"),
+    keys=("probabilities", "class_ids"),
+  )
   class_ids = np.array([2, -1, 0], np.int32)
   explained = client.predict(x, "tiny", class_ids=class_ids)
   assert explained.signature == "explain_class"
@@ -181,22 +211,26 @@ def test_metadata_and_status(setup, stubs):
   metadata = client.metadata("tiny")
   assert metadata["model"] == "tiny" and metadata["version"] == 1
   signatures = metadata["signatures"]
-  assert {"serving_default", "predict", "predict_bytes", "explain_class",
-          "explain_class_bytes"} <= set(signatures)
+  assert {"serving_default", "predict", "predict_bytes", "explain_class", "explain_class_bytes"} <= set(
+    signatures
+  )
   assert signatures["serving_default"]["inputs"] == {
-      "images": {"dtype": "float32", "shape": [None, SIZE, SIZE, 3]}}
-  assert signatures["predict_bytes"]["inputs"] == {
-      "images_bytes": {"dtype": "string", "shape": [None]}}
+    "images": {"dtype": "float32", "shape": [None, SIZE, SIZE, 3]}
+  }
+  assert signatures["predict_bytes"]["inputs"] == {"images_bytes": {"dtype": "string", "shape": [None]}}
   assert set(signatures["serving_default"]["outputs"]) == set(EXPLAIN_KEYS)
   assert set(signatures["predict"]["outputs"]) == {"probabilities", "class_ids"}
   assert signatures["explain_class"]["inputs"]["class_ids"] == {"dtype": "int32", "shape": [None]}
   assert signatures["serving_default"]["method"] == "tensorflow/serving/predict"
-  assert client.status("tiny") == [{"version": 1, "state": "AVAILABLE", "error_code": 0,
-                                    "error_message": ""}]
+  assert client.status("tiny") == [{"version": 1, "state": "AVAILABLE", "error_code": 0, "error_message": ""}]
   assert client.status("tiny", version=1)[0]["state"] == "AVAILABLE"
   # The raw response is TF Serving's: an Any holding a SignatureDefMap.
-  response = stubs[0].GetModelMetadata(get_model_metadata_pb2.GetModelMetadataRequest(
-      model_spec=model_pb2.ModelSpec(name="tiny"), metadata_field=["signature_def"]), timeout=30)
+  response = stubs[0].GetModelMetadata(
+    get_model_metadata_pb2.GetModelMetadataRequest(
+      model_spec=model_pb2.ModelSpec(name="tiny"), metadata_field=["signature_def"]
+    ),
+    timeout=30,
+  )
   signature_map = get_model_metadata_pb2.SignatureDefMap()
   assert response.metadata["signature_def"].Unpack(signature_map)
   assert "predict_bytes" in signature_map.signature_def
@@ -213,21 +247,27 @@ def test_contract_over_grpc_is_the_exported_one(setup, stubs):
   assert ServingContract.from_json(contract) == export_lib.load_contract(setup["path"])
   assert setup["client"].contract("tiny", version=1) == contract
   # Raw: both fields in one request, the contract a JSON StringValue inside the Any.
-  response = stubs[0].GetModelMetadata(get_model_metadata_pb2.GetModelMetadataRequest(
-      model_spec=model_pb2.ModelSpec(name="tiny"), metadata_field=["signature_def", "atcon_contract"]),
-      timeout=30)
+  response = stubs[0].GetModelMetadata(
+    get_model_metadata_pb2.GetModelMetadataRequest(
+      model_spec=model_pb2.ModelSpec(name="tiny"), metadata_field=["signature_def", "atcon_contract"]
+    ),
+    timeout=30,
+  )
   value = wrappers_pb2.StringValue()
   assert response.metadata["atcon_contract"].Unpack(value)
   assert json.loads(value.value) == contract
   assert response.metadata["signature_def"].Unpack(get_model_metadata_pb2.SignatureDefMap())
   # signature_def alone answers signature_def alone, as TF Serving does.
-  response = stubs[0].GetModelMetadata(get_model_metadata_pb2.GetModelMetadataRequest(
-      model_spec=model_pb2.ModelSpec(name="tiny"), metadata_field=["signature_def"]), timeout=30)
+  response = stubs[0].GetModelMetadata(
+    get_model_metadata_pb2.GetModelMetadataRequest(
+      model_spec=model_pb2.ModelSpec(name="tiny"), metadata_field=["signature_def"]
+    ),
+    timeout=30,
+  )
   assert set(response.metadata) == {"signature_def"}
 
 
 class _RpcError(grpc.RpcError):
-
   def __init__(self, code, details):
     super().__init__()
     self._code, self._details = code, details
@@ -250,14 +290,23 @@ class _Stub:
     raise self.error
 
 
-@pytest.mark.parametrize("code,details,hint", [
+@pytest.mark.parametrize(
+  "code,details,hint",
+  [
     # Real TF Serving's answer (get_model_metadata_impl.cc) to a field it does not know.
-    (grpc.StatusCode.INVALID_ARGUMENT, "Metadata field atcon_contract is not supported",
-     "real TF Serving only serves the 'signature_def' metadata field"),
+    (
+      grpc.StatusCode.INVALID_ARGUMENT,
+      "Metadata field atcon_contract is not supported",
+      "real TF Serving only serves the 'signature_def' metadata field",
+    ),
     # The local server, for an export without a contract.
-    (grpc.StatusCode.FAILED_PRECONDITION, "Model old version 1 records no ATCON contract",
-     "this export records no contract"),
-])
+    (
+      grpc.StatusCode.FAILED_PRECONDITION,
+      "Model old version 1 records no ATCON contract",
+      "this export records no contract",
+    ),
+  ],
+)
 def test_client_contract_errors_name_the_info_file(code, details, hint):
   with ServingClient("127.0.0.1:1", timeout=1) as client:
     client._predictions = _Stub(_RpcError(code, details))  # pylint: disable=protected-access
@@ -269,6 +318,7 @@ def test_client_contract_errors_name_the_info_file(code, details, hint):
 
 def test_server_refuses_the_contract_of_an_export_without_one():
   from serving.server import services
+
   servable = types.SimpleNamespace(name="old", version=3, export_info={"num_classes": 4})
   with pytest.raises(services.ServingError) as info:
     services._contract(servable)  # pylint: disable=protected-access
@@ -278,8 +328,9 @@ def test_server_refuses_the_contract_of_an_export_without_one():
 
 
 # --- malformed requests -------------------------------------------------------------------
-def _request(inputs, model="tiny", signature="serving_default", version=None, output_filter=(),
-             version_label=None):
+def _request(
+  inputs, model="tiny", signature="serving_default", version=None, output_filter=(), version_label=None
+):
   spec = model_pb2.ModelSpec(name=model, signature_name=signature)
   if version is not None:
     spec.version.CopyFrom(wrappers_pb2.Int64Value(value=version))
@@ -287,8 +338,9 @@ def _request(inputs, model="tiny", signature="serving_default", version=None, ou
     spec.version_label = version_label
   request = predict_pb2.PredictRequest(model_spec=spec, output_filter=list(output_filter))
   for key, value in inputs.items():
-    request.inputs[key].CopyFrom(value if isinstance(value, tensors.tensor_pb2.TensorProto)
-                                 else tensors.to_tensor_proto(value))
+    request.inputs[key].CopyFrom(
+      value if isinstance(value, tensors.tensor_pb2.TensorProto) else tensors.to_tensor_proto(value)
+    )
   return request
 
 
@@ -301,84 +353,154 @@ def _truncated_tensor():
 _GOOD = _pixels(2)
 _PNG = _png(_GOOD[0])
 _CASES = {
-    # name: (request builder, expected code, substring of the details)
-    "wrong_dtype_uint8": (lambda: _request({"images": _GOOD.astype(np.uint8)}),
-                          grpc.StatusCode.INVALID_ARGUMENT, "dtype uint8"),
-    "wrong_dtype_string": (lambda: _request({"images": [b"abc", b"def"]}),
-                           grpc.StatusCode.INVALID_ARGUMENT, "dtype string"),
-    "wrong_dtype_class_ids_int64": (
-        lambda: _request({"images": _GOOD, "class_ids": np.array([0, 1], np.int64)},
-                         signature="explain_class"),
-        grpc.StatusCode.INVALID_ARGUMENT, "dtype int64"),
-    "wrong_rank_3d": (lambda: _request({"images": _GOOD[0]}), grpc.StatusCode.INVALID_ARGUMENT,
-                      "rank 3"),
-    "wrong_rank_5d": (lambda: _request({"images": _GOOD[None]}),
-                      grpc.StatusCode.INVALID_ARGUMENT, "rank 5"),
-    "wrong_rank_bytes_2d": (lambda: _request({"images_bytes": np.array([[_PNG]], object)},
-                                             signature="predict_bytes"),
-                            grpc.StatusCode.INVALID_ARGUMENT, "rank 2"),
-    "wrong_height_width": (lambda: _request({"images": _pixels(2, size=SIZE + 1)}),
-                           grpc.StatusCode.INVALID_ARGUMENT, "dimension 1 must be 16"),
-    "wrong_channels": (lambda: _request({"images": _pixels(2, channels=1)}),
-                       grpc.StatusCode.INVALID_ARGUMENT, "dimension 3 must be 3"),
-    "missing_input": (lambda: _request({"images": _GOOD}, signature="explain_class"),
-                      grpc.StatusCode.INVALID_ARGUMENT, "Missing but required: {class_ids}"),
-    "no_inputs": (lambda: _request({}), grpc.StatusCode.INVALID_ARGUMENT,
-                  "input size does not match signature"),
-    "unknown_input_name": (lambda: _request({"pixels": _GOOD}), grpc.StatusCode.INVALID_ARGUMENT,
-                           "input tensor alias not found in signature: pixels"),
-    "extra_input": (lambda: _request({"images": _GOOD, "class_ids": np.zeros(2, np.int32)}),
-                    grpc.StatusCode.INVALID_ARGUMENT, "Sent extra: {class_ids}"),
-    "undecodable_bytes": (lambda: _request({"images_bytes": [b"definitely not an image"]},
-                                           signature="predict_bytes"),
-                          grpc.StatusCode.INVALID_ARGUMENT, "not a JPEG, PNG"),
-    "truncated_png": (lambda: _request({"images_bytes": [_PNG[:60]]}, signature="predict_bytes"),
-                      grpc.StatusCode.INVALID_ARGUMENT, "PNG"),
-    "truncated_jpeg": (lambda: _request({"images_bytes": [_png(_GOOD[0], "JPEG")[:40]]},
-                                        signature="predict_bytes"),
-                       grpc.StatusCode.INVALID_ARGUMENT, "JPEG"),
-    "empty_bytes": (lambda: _request({"images_bytes": [b""]}, signature="predict_bytes"),
-                    grpc.StatusCode.INVALID_ARGUMENT, "is empty"),
-    "unknown_model": (lambda: _request({"images": _GOOD}, model="nope"),
-                      grpc.StatusCode.NOT_FOUND, "Servable not found for request: Latest(nope)"),
-    "unknown_version": (lambda: _request({"images": _GOOD}, version=7),
-                        grpc.StatusCode.NOT_FOUND, "Specific(tiny, 7)"),
-    "unknown_version_label": (lambda: _request({"images": _GOOD}, version_label="canary"),
-                              grpc.StatusCode.INVALID_ARGUMENT, "version label: canary"),
-    "missing_model_name": (lambda: _request({"images": _GOOD}, model=""),
-                           grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec name"),
-    # TF Serving answers FAILED_PRECONDITION here (predict_util.cc), and so does this server.
-    "unknown_signature": (lambda: _request({"images": _GOOD}, signature="explain_everything"),
-                          grpc.StatusCode.FAILED_PRECONDITION,
-                          'Serving signature key "explain_everything" not found'),
-    "bad_output_filter": (lambda: _request({"images": _GOOD}, output_filter=["heatmap"]),
-                          grpc.StatusCode.INVALID_ARGUMENT, "output tensor alias not found"),
-    "duplicate_output_filter": (lambda: _request({"images": _GOOD},
-                                                 output_filter=["gradcam", "gradcam"]),
-                                grpc.StatusCode.INVALID_ARGUMENT, "duplicate output tensor alias"),
-    "empty_batch": (lambda: _request({"images": np.zeros((0, SIZE, SIZE, 3), np.float32)}),
-                    grpc.StatusCode.INVALID_ARGUMENT, "empty batch"),
-    "empty_bytes_batch": (lambda: _request({"images_bytes": np.zeros((0,), object)},
-                                           signature="predict_bytes"),
-                          grpc.StatusCode.INVALID_ARGUMENT, "empty batch"),
-    "batch_size_mismatch": (
-        lambda: _request({"images": _GOOD, "class_ids": np.zeros(3, np.int32)},
-                         signature="explain_class"),
-        grpc.StatusCode.INVALID_ARGUMENT, "different batch sizes"),
-    "class_id_too_large": (
-        lambda: _request({"images": _GOOD, "class_ids": np.array([0, CLASSES], np.int32)},
-                         signature="explain_class"),
-        grpc.StatusCode.INVALID_ARGUMENT, "out of range"),
-    "class_id_negative": (
-        lambda: _request({"images": _GOOD, "class_ids": np.array([-2, 0], np.int32)},
-                         signature="explain_class"),
-        grpc.StatusCode.INVALID_ARGUMENT, "out of range"),
-    "malformed_tensor_content": (lambda: _request({"images": _truncated_tensor()}),
-                                 grpc.StatusCode.INVALID_ARGUMENT, "tensor parsing error"),
-    "message_too_large": (lambda: _request({"images": _pixels(int(MAX_MESSAGE_MB * 1.2 * 2**20
-                                                                  // (SIZE * SIZE * 12)))},
-                                           signature="predict"),
-                          grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+  # name: (request builder, expected code, substring of the details)
+  "wrong_dtype_uint8": (
+    lambda: _request({"images": _GOOD.astype(np.uint8)}),
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "dtype uint8",
+  ),
+  "wrong_dtype_string": (
+    lambda: _request({"images": [b"abc", b"def"]}),
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "dtype string",
+  ),
+  "wrong_dtype_class_ids_int64": (
+    lambda: _request({"images": _GOOD, "class_ids": np.array([0, 1], np.int64)}, signature="explain_class"),
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "dtype int64",
+  ),
+  "wrong_rank_3d": (lambda: _request({"images": _GOOD[0]}), grpc.StatusCode.INVALID_ARGUMENT, "rank 3"),
+  "wrong_rank_5d": (lambda: _request({"images": _GOOD[None]}), grpc.StatusCode.INVALID_ARGUMENT, "rank 5"),
+  "wrong_rank_bytes_2d": (
+    lambda: _request({"images_bytes": np.array([[_PNG]], object)}, signature="predict_bytes"),
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "rank 2",
+  ),
+  "wrong_height_width": (
+    lambda: _request({"images": _pixels(2, size=SIZE + 1)}),
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "dimension 1 must be 16",
+  ),
+  "wrong_channels": (
+    lambda: _request({"images": _pixels(2, channels=1)}),
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "dimension 3 must be 3",
+  ),
+  "missing_input": (
+    lambda: _request({"images": _GOOD}, signature="explain_class"),
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "Missing but required: {class_ids}",
+  ),
+  "no_inputs": (
+    lambda: _request({}),
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "input size does not match signature",
+  ),
+  "unknown_input_name": (
+    lambda: _request({"pixels": _GOOD}),
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "input tensor alias not found in signature: pixels",
+  ),
+  "extra_input": (
+    lambda: _request({"images": _GOOD, "class_ids": np.zeros(2, np.int32)}),
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "Sent extra: {class_ids}",
+  ),
+  "undecodable_bytes": (
+    lambda: _request({"images_bytes": [b"definitely not an image"]}, signature="predict_bytes"),
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "not a JPEG, PNG",
+  ),
+  "truncated_png": (
+    lambda: _request({"images_bytes": [_PNG[:60]]}, signature="predict_bytes"),
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "PNG",
+  ),
+  "truncated_jpeg": (
+    lambda: _request({"images_bytes": [_png(_GOOD[0], "JPEG")[:40]]}, signature="predict_bytes"),
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "JPEG",
+  ),
+  "empty_bytes": (
+    lambda: _request({"images_bytes": [b""]}, signature="predict_bytes"),
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "is empty",
+  ),
+  "unknown_model": (
+    lambda: _request({"images": _GOOD}, model="nope"),
+    grpc.StatusCode.NOT_FOUND,
+    "Servable not found for request: Latest(nope)",
+  ),
+  "unknown_version": (
+    lambda: _request({"images": _GOOD}, version=7),
+    grpc.StatusCode.NOT_FOUND,
+    "Specific(tiny, 7)",
+  ),
+  "unknown_version_label": (
+    lambda: _request({"images": _GOOD}, version_label="canary"),
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "version label: canary",
+  ),
+  "missing_model_name": (
+    lambda: _request({"images": _GOOD}, model=""),
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "Missing ModelSpec name",
+  ),
+  # TF Serving answers FAILED_PRECONDITION here (predict_util.cc), and so does this server.
+  "unknown_signature": (
+    lambda: _request({"images": _GOOD}, signature="explain_everything"),
+    grpc.StatusCode.FAILED_PRECONDITION,
+    'Serving signature key "explain_everything" not found',
+  ),
+  "bad_output_filter": (
+    lambda: _request({"images": _GOOD}, output_filter=["heatmap"]),
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "output tensor alias not found",
+  ),
+  "duplicate_output_filter": (
+    lambda: _request({"images": _GOOD}, output_filter=["gradcam", "gradcam"]),
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "duplicate output tensor alias",
+  ),
+  "empty_batch": (
+    lambda: _request({"images": np.zeros((0, SIZE, SIZE, 3), np.float32)}),
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "empty batch",
+  ),
+  "empty_bytes_batch": (
+    lambda: _request({"images_bytes": np.zeros((0,), object)}, signature="predict_bytes"),
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "empty batch",
+  ),
+  "batch_size_mismatch": (
+    lambda: _request({"images": _GOOD, "class_ids": np.zeros(3, np.int32)}, signature="explain_class"),
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "different batch sizes",
+  ),
+  "class_id_too_large": (
+    lambda: _request(
+      {"images": _GOOD, "class_ids": np.array([0, CLASSES], np.int32)}, signature="explain_class"
+    ),
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "out of range",
+  ),
+  "class_id_negative": (
+    lambda: _request({"images": _GOOD, "class_ids": np.array([-2, 0], np.int32)}, signature="explain_class"),
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "out of range",
+  ),
+  "malformed_tensor_content": (
+    lambda: _request({"images": _truncated_tensor()}),
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "tensor parsing error",
+  ),
+  "message_too_large": (
+    lambda: _request(
+      {"images": _pixels(int(MAX_MESSAGE_MB * 1.2 * 2**20 // (SIZE * SIZE * 12)))}, signature="predict"
+    ),
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "",
+  ),
 }
 
 
@@ -395,28 +517,66 @@ def test_malformed_predict_is_rejected_and_server_keeps_serving(setup, stubs, ca
 def test_malformed_metadata_status_and_classify(setup, stubs):
   predictions, models = stubs
   cases = [
-      (lambda: predictions.GetModelMetadata(get_model_metadata_pb2.GetModelMetadataRequest(
-          model_spec=model_pb2.ModelSpec(name="tiny")), timeout=30),
-       grpc.StatusCode.INVALID_ARGUMENT, "metadata_field"),
-      (lambda: predictions.GetModelMetadata(get_model_metadata_pb2.GetModelMetadataRequest(
-          model_spec=model_pb2.ModelSpec(name="tiny"), metadata_field=["weights"]), timeout=30),
-       grpc.StatusCode.INVALID_ARGUMENT, "not supported"),
-      (lambda: predictions.GetModelMetadata(get_model_metadata_pb2.GetModelMetadataRequest(
-          model_spec=model_pb2.ModelSpec(name="nope"), metadata_field=["signature_def"]),
-          timeout=30), grpc.StatusCode.NOT_FOUND, "nope"),
-      (lambda: models.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(
-          model_spec=model_pb2.ModelSpec(name="nope")), timeout=30),
-       grpc.StatusCode.NOT_FOUND, "Could not find any versions of model nope"),
-      (lambda: models.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(
-          model_spec=model_pb2.ModelSpec(name="tiny", version=wrappers_pb2.Int64Value(value=9))),
-          timeout=30), grpc.StatusCode.NOT_FOUND, "Could not find version 9 of model tiny"),
-      # Classify needs a classification signature; the exports have predict signatures only.
-      (lambda: predictions.Classify(classification_pb2.ClassificationRequest(
-          model_spec=model_pb2.ModelSpec(name="tiny")), timeout=30),
-       grpc.StatusCode.INVALID_ARGUMENT, "Expected classification signature"),
-      (lambda: predictions.Regress(regression_pb2.RegressionRequest(
-          model_spec=model_pb2.ModelSpec(name="tiny")), timeout=30),
-       grpc.StatusCode.UNIMPLEMENTED, "Regress"),
+    (
+      lambda: predictions.GetModelMetadata(
+        get_model_metadata_pb2.GetModelMetadataRequest(model_spec=model_pb2.ModelSpec(name="tiny")),
+        timeout=30,
+      ),
+      grpc.StatusCode.INVALID_ARGUMENT,
+      "metadata_field",
+    ),
+    (
+      lambda: predictions.GetModelMetadata(
+        get_model_metadata_pb2.GetModelMetadataRequest(
+          model_spec=model_pb2.ModelSpec(name="tiny"), metadata_field=["weights"]
+        ),
+        timeout=30,
+      ),
+      grpc.StatusCode.INVALID_ARGUMENT,
+      "not supported",
+    ),
+    (
+      lambda: predictions.GetModelMetadata(
+        get_model_metadata_pb2.GetModelMetadataRequest(
+          model_spec=model_pb2.ModelSpec(name="nope"), metadata_field=["signature_def"]
+        ),
+        timeout=30,
+      ),
+      grpc.StatusCode.NOT_FOUND,
+      "nope",
+    ),
+    (
+      lambda: models.GetModelStatus(
+        get_model_status_pb2.GetModelStatusRequest(model_spec=model_pb2.ModelSpec(name="nope")), timeout=30
+      ),
+      grpc.StatusCode.NOT_FOUND,
+      "Could not find any versions of model nope",
+    ),
+    (
+      lambda: models.GetModelStatus(
+        get_model_status_pb2.GetModelStatusRequest(
+          model_spec=model_pb2.ModelSpec(name="tiny", version=wrappers_pb2.Int64Value(value=9))
+        ),
+        timeout=30,
+      ),
+      grpc.StatusCode.NOT_FOUND,
+      "Could not find version 9 of model tiny",
+    ),
+    # Classify needs a classification signature; the exports have predict signatures only.
+    (
+      lambda: predictions.Classify(
+        classification_pb2.ClassificationRequest(model_spec=model_pb2.ModelSpec(name="tiny")), timeout=30
+      ),
+      grpc.StatusCode.INVALID_ARGUMENT,
+      "Expected classification signature",
+    ),
+    (
+      lambda: predictions.Regress(
+        regression_pb2.RegressionRequest(model_spec=model_pb2.ModelSpec(name="tiny")), timeout=30
+      ),
+      grpc.StatusCode.UNIMPLEMENTED,
+      "Regress",
+    ),
   ]
   for call, code, details in cases:
     with pytest.raises(grpc.RpcError) as info:
@@ -438,8 +598,11 @@ def test_client_errors_are_clear(setup, tmp_path):
   assert "NOT_FOUND" in str(error) and "hint" in str(error)
 
   # Shapes are checked against the signature before sending (TF Serving would not check).
-  with pytest.raises(ValueError, match=r"shape \[16, 16, 3\] do not fit signature "
-                                       r"'serving_default', which takes \[\?, 16, 16, 3\]"):
+  with pytest.raises(
+    ValueError,
+    match=r"shape \[16, 16, 3\] do not fit signature "
+    r"'serving_default', which takes \[\?, 16, 16, 3\]",
+  ):
     client.predict(_GOOD[0], "tiny")
   with pytest.raises(ValueError, match="empty batch"):
     client.predict(np.zeros((0, SIZE, SIZE, 3), np.float32), "tiny")
@@ -463,8 +626,7 @@ def test_client_errors_are_clear(setup, tmp_path):
     with pytest.raises(ServingError) as info:
       nowhere.status("tiny")
     assert info.value.code == grpc.StatusCode.UNAVAILABLE
-    assert f"127.0.0.1:{port}" in str(info.value) and "is a model server running" in str(
-        info.value)
+    assert f"127.0.0.1:{port}" in str(info.value) and "is a model server running" in str(info.value)
   _assert_serving(setup)
 
 
@@ -478,10 +640,22 @@ def test_client_cli_prints_classes_and_writes_overlays(setup, tmp_path):
     images.append(str(path))
   out_dir = tmp_path / "overlays"
   result = subprocess.run(
-      [sys.executable, "-m", "serving.client", f"--server={setup['server'].target}",
-       "--model=tiny", f"--out_dir={out_dir}", "--top_k=2", *images],
-      cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True,
-      timeout=120)
+    [
+      sys.executable,
+      "-m",
+      "serving.client",
+      f"--server={setup['server'].target}",
+      "--model=tiny",
+      f"--out_dir={out_dir}",
+      "--top_k=2",
+      *images,
+    ],
+    cwd=REPO,
+    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert "model tiny version 1 signature predict_bytes" in result.stdout
   for i, path in enumerate(images):
@@ -492,10 +666,21 @@ def test_client_cli_prints_classes_and_writes_overlays(setup, tmp_path):
         original = Image.open(path)
         assert overlay.size == original.size and overlay.mode == "RGB"
   bad = subprocess.run(
-      [sys.executable, "-m", "serving.client", f"--server={setup['server'].target}",
-       "--model=nope", "--out_dir=", images[0]],
-      cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True,
-      timeout=120)
+    [
+      sys.executable,
+      "-m",
+      "serving.client",
+      f"--server={setup['server'].target}",
+      "--model=nope",
+      "--out_dir=",
+      images[0],
+    ],
+    cwd=REPO,
+    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert bad.returncode == 1 and "NOT_FOUND" in bad.stderr
 
 
@@ -533,13 +718,18 @@ def test_eight_concurrent_clients(setup):
 
 def test_reload_config_adds_a_model(setup, stubs):
   predictions, models = stubs
-  config = config_lib.models_config([
+  config = config_lib.models_config(
+    [
       config_lib.model_config("tiny", os.path.join(setup["export_dir"], "tiny")),
       config_lib.model_config("swap", os.path.join(setup["export_dir"], "swap")),
-      config_lib.model_config("alias", os.path.join(setup["export_dir"], "tiny"),
-                              version_labels={"stable": 1})])
+      config_lib.model_config(
+        "alias", os.path.join(setup["export_dir"], "tiny"), version_labels={"stable": 1}
+      ),
+    ]
+  )
   response = models.HandleReloadConfigRequest(
-      model_management_pb2.ReloadConfigRequest(config=config), timeout=120)
+    model_management_pb2.ReloadConfigRequest(config=config), timeout=120
+  )
   assert response.status.error_code == 0
   result = setup["client"].predict(_GOOD, "alias", version_label="stable", signature="predict")
   assert result.model == "alias" and result.version == 1
@@ -552,8 +742,10 @@ def test_hot_swap_during_requests_has_no_failures(setup):
   target, client = setup["server"].target, setup["client"]
   new_model = tiny_cnn(SIZE, classes=CLASSES, seed=1)
   x = _pixels(2, seed=7)
-  want = {1: reference_outputs(setup["tapped"], x, "scale_0_1"),
-          2: reference_outputs(atcon_tf.TappedModel(new_model), x, "scale_0_1")}
+  want = {
+    1: reference_outputs(setup["tapped"], x, "scale_0_1"),
+    2: reference_outputs(atcon_tf.TappedModel(new_model), x, "scale_0_1"),
+  }
   assert not np.allclose(want[1]["probabilities"], want[2]["probabilities"])
   stop, failures, versions = threading.Event(), [], []
 

@@ -1,4 +1,5 @@
 """Labelled-subset rules: determinism for a seed, the authors' greedy balanced rule by hand, disjoint splits."""
+
 import sys
 
 import numpy as np
@@ -33,7 +34,8 @@ def test_single_label_strict_mode_reports_missing_images():
     subsets.single_label_subset(np.array([0, 0, 1, 1, 2]), 2, seed=None, strict=True)
 
 
-HAND = np.array([
+HAND = np.array(
+  [
     [1, 1, 0],  # 0: two labels
     [1, 0, 0],  # 1
     [1, 0, 0],  # 2
@@ -41,7 +43,8 @@ HAND = np.array([
     [0, 1, 0],  # 4
     [0, 0, 1],  # 5
     [0, 0, 1],  # 6
-])
+  ]
+)
 
 
 def test_greedy_balanced_rule_fully_balanced_by_hand():
@@ -54,7 +57,9 @@ def test_greedy_balanced_rule_not_fully_balanced_by_hand():
   # 0 -> counts (1,1,0); 1, 2 exceed class 0; 4 exceeds class 1; 5 -> (1,1,1), full.
   np.testing.assert_array_equal(subsets.balanced_multilabel_subset(HAND, 1, False, seed=None), [0, 5])
   # N=2: 0 (1,1,0), 1 (2,1,0), 2 exceeds, 4 (2,2,0), 5 (2,2,1), 6 (2,2,2).
-  np.testing.assert_array_equal(subsets.balanced_multilabel_subset(HAND, 2, False, seed=None), [0, 1, 4, 5, 6])
+  np.testing.assert_array_equal(
+    subsets.balanced_multilabel_subset(HAND, 2, False, seed=None), [0, 1, 4, 5, 6]
+  )
 
 
 def test_greedy_rule_never_exceeds_n_and_follows_the_seed():
@@ -66,22 +71,26 @@ def test_greedy_rule_never_exceeds_n_and_follows_the_seed():
     if fully:
       assert np.all(y[chosen].sum(1) == 1) and np.all(counts == 4)
     np.testing.assert_array_equal(chosen, subsets.balanced_multilabel_subset(y, 4, fully, seed=7))
-  assert not np.array_equal(subsets.balanced_multilabel_subset(y, 4, True, seed=7),
-                            subsets.balanced_multilabel_subset(y, 4, True, seed=8))
+  assert not np.array_equal(
+    subsets.balanced_multilabel_subset(y, 4, True, seed=7),
+    subsets.balanced_multilabel_subset(y, 4, True, seed=8),
+  )
 
 
 @pytest.mark.parametrize("multi_label", [False, True])
 def test_plan_splits_is_disjoint_and_deterministic(multi_label):
   rng = np.random.default_rng(2)
-  labels = ((rng.uniform(size=(900, 6)) < 0.2).astype(np.int64) if multi_label
-            else rng.integers(0, 6, size=900))
+  labels = (
+    (rng.uniform(size=(900, 6)) < 0.2).astype(np.int64) if multi_label else rng.integers(0, 6, size=900)
+  )
   plan = subsets.plan_splits(labels, 5, seed=11, multi_label=multi_label, validation_size=100)
   lab, unl, val = set(plan.labeled), set(plan.unlabeled), set(plan.validation)
   assert len(val) == 100 and not (lab & val) and not (unl & val) and not (lab & unl)
   assert lab | unl | val == set(range(900))  # the pool is the rest of train
   again = subsets.plan_splits(labels, 5, seed=11, multi_label=multi_label, validation_size=100)
-  for a, b in zip((plan.labeled, plan.unlabeled, plan.validation),
-                  (again.labeled, again.unlabeled, again.validation)):
+  for a, b in zip(
+    (plan.labeled, plan.unlabeled, plan.validation), (again.labeled, again.unlabeled, again.validation)
+  ):
     np.testing.assert_array_equal(a, b)
   other = subsets.plan_splits(labels, 5, seed=12, multi_label=multi_label, validation_size=100)
   assert not np.array_equal(plan.validation, other.validation)

@@ -1,5 +1,6 @@
 """trainers.finetune / trainers.evaluate on the tiny `smoke` preset: every schedule, resume after an interrupted
 fit, the CLIs end to end (JSON, PNG, TensorBoard summaries), export hook, flags and presets."""
+
 import csv
 import json
 import os
@@ -17,7 +18,9 @@ from trainers import data as data_lib
 from trainers import finetune, models, stages
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+ENV = dict(
+  os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,15 +62,26 @@ def test_schedule_trains_a_few_steps(tmp_path, data_dir, schedule):
 def test_atcon_schedule_fine_tunes_an_imported_model(tmp_path, data_dir):
   path = str(tmp_path / "imported.keras")
   backbones.small_resnet(16, 10, width=4, blocks=(1, 1), seed=3).save(path)
-  metrics = finetune.run(_smoke(tmp_path, data_dir, schedule="atcon", model=path, unlabeled="labeled",
-                                evaluate=True, preprocessing="imagenet_torch"))
+  metrics = finetune.run(
+    _smoke(
+      tmp_path,
+      data_dir,
+      schedule="atcon",
+      model=path,
+      unlabeled="labeled",
+      evaluate=True,
+      preprocessing="imagenet_torch",
+    )
+  )
   assert metrics["split_sizes"]["unlabeled_mode"] == "labeled" and metrics["split_sizes"]["unlabeled"] == 20
   evaluation = metrics["evaluation"]
   assert list(evaluation["models"]) == ["before (imported)", "atcon"]
   assert "consistency" in evaluation["comparison"]["metrics"]
   imported = keras.saving.load_model(path, compile=False)
   tuned = keras.saving.load_model(tmp_path / "run" / "best.keras", compile=False).classifier
-  assert not np.allclose(imported.get_layer("logits").kernel.numpy(), tuned.get_layer("logits").kernel.numpy())
+  assert not np.allclose(
+    imported.get_layer("logits").kernel.numpy(), tuned.get_layer("logits").kernel.numpy()
+  )
 
 
 @pytest.mark.slow
@@ -75,9 +89,21 @@ def test_multi_label_voc_through_mock_data_two_stage_with_evaluation(tmp_path):
   import tensorflow_datasets as tfds
 
   with tfds.testing.mock_data(num_examples=24):
-    metrics = finetune.run(config_lib.preset(
-        "smoke", dataset="voc2007", labels_per_class=0, unlabeled="labeled", val_size=8, test_size=8,
-        epochs=1, workdir=str(tmp_path / "run"), evaluate=True, viz_every=0, verbose=0))
+    metrics = finetune.run(
+      config_lib.preset(
+        "smoke",
+        dataset="voc2007",
+        labels_per_class=0,
+        unlabeled="labeled",
+        val_size=8,
+        test_size=8,
+        epochs=1,
+        workdir=str(tmp_path / "run"),
+        evaluate=True,
+        viz_every=0,
+        verbose=0,
+      )
+    )
   sizes = metrics["split_sizes"]
   assert sizes["validation_source"] == "carved from the training split" and sizes["validation"] == 8
   assert sizes["labeled"] + sizes["validation_carved_from_train"] == sizes["train_split"]
@@ -136,8 +162,9 @@ def test_interrupted_fit_resumes_and_finishes_with_the_same_epoch_count(tmp_path
 
 
 def _run_cli(args, timeout=300):
-  result = subprocess.run([sys.executable, "-m"] + args, cwd=ROOT, env=ENV, capture_output=True, text=True,
-                          timeout=timeout)
+  result = subprocess.run(
+    [sys.executable, "-m"] + args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout
+  )
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   return result.stdout
 
@@ -146,16 +173,25 @@ def _run_cli(args, timeout=300):
 def cli_run(tmp_path_factory, data_dir):
   """`python -m trainers.finetune --config=smoke` (two_stage), once for the CLI tests."""
   workdir = str(tmp_path_factory.mktemp("cli") / "run")
-  stdout = _run_cli(["trainers.finetune", "--config=smoke", f"--workdir={workdir}", f"--data_dir={data_dir}",
-                     "--verbose=2"])
+  stdout = _run_cli(
+    ["trainers.finetune", "--config=smoke", f"--workdir={workdir}", f"--data_dir={data_dir}", "--verbose=2"]
+  )
   return workdir, stdout
 
 
 @pytest.mark.slow
 def test_finetune_cli_end_to_end(cli_run):
   workdir, stdout = cli_run
-  for text in ("[supervised]", "[atcon]", "| accuracy", "| macro-F1", "WSD IoU", "pointing game",
-               "consistency", "p-value"):
+  for text in (
+    "[supervised]",
+    "[atcon]",
+    "| accuracy",
+    "| macro-F1",
+    "WSD IoU",
+    "pointing game",
+    "consistency",
+    "p-value",
+  ):
     assert text in stdout
   with open(os.path.join(workdir, "metrics.json")) as f:
     metrics = json.load(f)
@@ -167,8 +203,15 @@ def test_finetune_cli_end_to_end(cli_run):
     assert 0.0 <= m["accuracy"]["lower"] <= m["accuracy"]["estimate"] <= m["accuracy"]["upper"] <= 1.0
     assert {"macro_f1", "wsd_iou", "pointing_game", "energy_pointing_game", "consistency"} <= set(m)
   assert 0.0 <= evaluation["comparison"]["metrics"]["macro_f1"]["p_value"] <= 1.0
-  for path in ("best.keras", "config.json", "supervised/best.keras", "atcon/best.keras", "supervised/done.json",
-               "eval_grid.png", "supervised/attention/epoch_001.png"):
+  for path in (
+    "best.keras",
+    "config.json",
+    "supervised/best.keras",
+    "atcon/best.keras",
+    "supervised/done.json",
+    "eval_grid.png",
+    "supervised/attention/epoch_001.png",
+  ):
     assert os.path.isfile(os.path.join(workdir, path)), path
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["preprocessing"] == "imagenet_torch"
@@ -191,9 +234,17 @@ def test_tensorboard_logs_hold_scalars_and_attention_images(cli_run):
 def test_evaluate_cli_writes_json_and_png(cli_run, tmp_path):
   workdir, _ = cli_run
   output = str(tmp_path / "eval.json")
-  stdout = _run_cli(["trainers.evaluate", f"--workdir={workdir}",
-                     f"--compare={os.path.join(workdir, 'supervised', 'best.keras')}", f"--output={output}",
-                     "--bootstrap=20", "--pvalue_resamples=20", "--num_grid_images=3"])
+  stdout = _run_cli(
+    [
+      "trainers.evaluate",
+      f"--workdir={workdir}",
+      f"--compare={os.path.join(workdir, 'supervised', 'best.keras')}",
+      f"--output={output}",
+      "--bootstrap=20",
+      "--pvalue_resamples=20",
+      "--num_grid_images=3",
+    ]
+  )
   assert "| macro-F1" in stdout and "p-value" in stdout
   with open(output) as f:
     results = json.load(f)
@@ -207,9 +258,20 @@ def test_evaluate_cli_writes_json_and_png(cli_run, tmp_path):
 
 @pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path, data_dir):
-  stdout = _run_cli(["trainers.finetune", "--config=smoke", "--strategy=mirrored", "--cpu_devices=2",
-                     "--schedule=alternating", "--evaluate=false", "--viz_every=0", f"--data_dir={data_dir}",
-                     f"--workdir={tmp_path / 'run'}", "--verbose=0"])
+  stdout = _run_cli(
+    [
+      "trainers.finetune",
+      "--config=smoke",
+      "--strategy=mirrored",
+      "--cpu_devices=2",
+      "--schedule=alternating",
+      "--evaluate=false",
+      "--viz_every=0",
+      f"--data_dir={data_dir}",
+      f"--workdir={tmp_path / 'run'}",
+      "--verbose=0",
+    ]
+  )
   assert "Done in" in stdout
   with open(tmp_path / "run" / "config.json") as f:
     assert json.load(f)["num_replicas"] == 2
@@ -232,13 +294,31 @@ def test_multi_worker_strategy_with_two_local_workers(tmp_path, data_dir):
   workers = [f"localhost:{p}" for p in _free_ports(2)]
   procs = []
   for index in range(2):
-    env = dict(ENV, TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker",
-                                                                                    "index": index}}))
-    procs.append(subprocess.Popen(
-        [sys.executable, "-m", "trainers.finetune", "--config=smoke", "--strategy=multi_worker",
-         "--schedule=combining", "--evaluate=false", "--viz_every=0", f"--data_dir={data_dir}",
-         f"--workdir={tmp_path / 'run'}", "--verbose=0"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True))
+    env = dict(
+      ENV, TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+    )
+    procs.append(
+      subprocess.Popen(
+        [
+          sys.executable,
+          "-m",
+          "trainers.finetune",
+          "--config=smoke",
+          "--strategy=multi_worker",
+          "--schedule=combining",
+          "--evaluate=false",
+          "--viz_every=0",
+          f"--data_dir={data_dir}",
+          f"--workdir={tmp_path / 'run'}",
+          "--verbose=0",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+      )
+    )
   outputs = [p.communicate(timeout=300)[0] for p in procs]
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out[-3000:]

@@ -22,71 +22,133 @@ def _field(default, help_text, choices_=None):
 class Config:
   """Every knob of a run. Field defaults are the offline default run; `PRESETS` change some of them."""
 
-  config: str = _field("default", "Preset of defaults (explicit flags override it): default | smoke (tiny "
-                       "settings the tests run) | fewlabels / fewlabels_quick (bench/fewlabels.py's study).")
+  config: str = _field(
+    "default",
+    "Preset of defaults (explicit flags override it): default | smoke (tiny "
+    "settings the tests run) | fewlabels / fewlabels_quick (bench/fewlabels.py's study).",
+  )
   # ---- data
-  dataset: str = _field("house_numbers", "house_numbers (synthetic, offline), svhn (tfds svhn_cropped), voc2007 / "
-                        "voc2012 (tfds voc, multi-label, boxes), or folder:PATH (one sub-folder per class; "
-                        "PATH/train + PATH/test used if present).")
-  house_numbers_config: str = _field("single", "house_numbers scenes: single (one digit + non-digit "
-                                     "distractors) or multi (1-3 digits, multi-label, VOC-like).",
-                                     choices.HOUSE_NUMBERS_CONFIGS)
-  house_numbers_sizes: tuple = _field((14000, 500, 2000), "house_numbers scenes to generate: "
-                                      "TRAIN,VALIDATION,TEST (cached per size in data_dir).")
-  data_dir: str | None = _field(None, "tfds data_dir holding prepared data (svhn/voc) and where house_numbers "
-                                "is generated. Default: tfds' ~/tensorflow_datasets.")
-  download: bool = _field(False, "Let tfds try to download svhn/voc (impossible offline; the error message "
-                          "says how to prepare the data elsewhere).")
+  dataset: str = _field(
+    "house_numbers",
+    "house_numbers (synthetic, offline), svhn (tfds svhn_cropped), voc2007 / "
+    "voc2012 (tfds voc, multi-label, boxes), or folder:PATH (one sub-folder per class; "
+    "PATH/train + PATH/test used if present).",
+  )
+  house_numbers_config: str = _field(
+    "single",
+    "house_numbers scenes: single (one digit + non-digit "
+    "distractors) or multi (1-3 digits, multi-label, VOC-like).",
+    choices.HOUSE_NUMBERS_CONFIGS,
+  )
+  house_numbers_sizes: tuple = _field(
+    (14000, 500, 2000),
+    "house_numbers scenes to generate: TRAIN,VALIDATION,TEST (cached per size in data_dir).",
+  )
+  data_dir: str | None = _field(
+    None,
+    "tfds data_dir holding prepared data (svhn/voc) and where house_numbers "
+    "is generated. Default: tfds' ~/tensorflow_datasets.",
+  )
+  download: bool = _field(
+    False,
+    "Let tfds try to download svhn/voc (impossible offline; the error message "
+    "says how to prepare the data elsewhere).",
+  )
   image_size: int = _field(32, "Square input size; images are resized (aspect not kept).")
-  labels_per_class: int = _field(1000, "N labeled training images per class (single-label: first N per class "
-                                 "in a --seed order; multi-label: the authors' greedy balanced rule). 0 = label "
-                                 "every training image.")
-  fully_balanced: bool = _field(True, "Multi-label only: take only single-label images so every class has "
-                                "exactly N (the authors' FULLY_BALANCED); false: multi-label images allowed "
-                                "with a per-class cap of N.")
-  unlabeled: str = _field("pool", "Images for the ATCON loss: pool = the rest of the training split; labeled "
-                          "= the labeled images only (the authors' fine-tuning scripts).", ("pool", "labeled"))
+  labels_per_class: int = _field(
+    1000,
+    "N labeled training images per class (single-label: first N per class "
+    "in a --seed order; multi-label: the authors' greedy balanced rule). 0 = label "
+    "every training image.",
+  )
+  fully_balanced: bool = _field(
+    True,
+    "Multi-label only: take only single-label images so every class has "
+    "exactly N (the authors' FULLY_BALANCED); false: multi-label images allowed "
+    "with a per-class cap of N.",
+  )
+  unlabeled: str = _field(
+    "pool",
+    "Images for the ATCON loss: pool = the rest of the training split; labeled "
+    "= the labeled images only (the authors' fine-tuning scripts).",
+    ("pool", "labeled"),
+  )
   unlabeled_limit: int = _field(-1, "Use at most this many pool images (-1: all).")
-  val_size: int = _field(500, "Validation images for model selection. svhn/voc/folders: carved from the "
-                         "TRAINING split (never from test); house_numbers: the first K of its own validation "
-                         "split.")
+  val_size: int = _field(
+    500,
+    "Validation images for model selection. svhn/voc/folders: carved from the "
+    "TRAINING split (never from test); house_numbers: the first K of its own validation "
+    "split.",
+  )
   test_size: int = _field(0, "Evaluate on the first K test images (0: all).")
-  augment: str = _field("auto", "Training augmentation; auto: house_numbers/svhn -> digits (colour inversion, "
-                        "channel permutation, shifts), voc -> voc (random resized crop + flip), folders -> "
-                        "none.", ("auto",) + choices.AUGMENTATIONS)
+  augment: str = _field(
+    "auto",
+    "Training augmentation; auto: house_numbers/svhn -> digits (colour inversion, "
+    "channel permutation, shifts), voc -> voc (random resized crop + flip), folders -> "
+    "none.",
+    ("auto",) + choices.AUGMENTATIONS,
+  )
   seed: int = _field(0, "Seed for the labeled subset, validation carve-out, weight init, shuffling.")
   # ---- method
-  schedule: str = _field("two_stage", "supervised | atcon (unsupervised fine-tuning) | alternating (alpha = "
-                         "labeled oversampling) | combining (L_sup + alpha L_atcon) | two_stage (supervised, "
-                         "then ATCON from the best supervised checkpoint: the paper's protocol).",
-                         choices.TRAINER_SCHEDULES)
-  alpha: float = _field(1.0, "alternating: labeled-set oversampling factor; combining: weight of the ATCON "
-                        "loss (docs/method.md).")
-  mask_intensity: float = _field(choices.MASK_INTENSITY, "w of the soft mask sigmoid(w (G - sigma)); the "
-                                 "authors used 8, 20, 40, 100 (watch mask_logit_std in the logs).")
-  attention: str = _field(choices.DEFAULT_ATTENTION, "ATCON loss variant (gb_mask = the paper's).",
-                          choices.ATTENTIONS)
+  schedule: str = _field(
+    "two_stage",
+    "supervised | atcon (unsupervised fine-tuning) | alternating (alpha = "
+    "labeled oversampling) | combining (L_sup + alpha L_atcon) | two_stage (supervised, "
+    "then ATCON from the best supervised checkpoint: the paper's protocol).",
+    choices.TRAINER_SCHEDULES,
+  )
+  alpha: float = _field(
+    1.0, "alternating: labeled-set oversampling factor; combining: weight of the ATCON loss (docs/method.md)."
+  )
+  mask_intensity: float = _field(
+    choices.MASK_INTENSITY,
+    "w of the soft mask sigmoid(w (G - sigma)); the "
+    "authors used 8, 20, 40, 100 (watch mask_logit_std in the logs).",
+  )
+  attention: str = _field(
+    choices.DEFAULT_ATTENTION, "ATCON loss variant (gb_mask = the paper's).", choices.ATTENTIONS
+  )
   similarity: str = _field(choices.DEFAULT_SIMILARITY, "Map similarity.", choices.SIMILARITIES)
   # ---- model
-  backbone: str = _field("small_resnet", "small_resnet (CPU-sized, BatchNorm) or keras.applications resnet50 / "
-                         "mobilenet_v2 with a new GAP + Dense head.", choices.BACKBONES)
-  weights: str = _field("auto", "imagenet | none | PATH to a Keras no-top .h5 weights file. auto = imagenet "
-                        "for keras.applications backbones, random init for small_resnet.")
-  model: str | None = _field(None, "Import an existing Keras model (PATH.keras/.h5, or a trainer's run folder "
-                             "or best.keras) instead of building a backbone. Must output one logit per class.")
-  target_layer: str | None = _field(None, "Grad-CAM layer (default: the imported model's recorded one, else "
-                                    "the last spatial layer, e.g. conv5_block3_out for resnet50).")
+  backbone: str = _field(
+    "small_resnet",
+    "small_resnet (CPU-sized, BatchNorm) or keras.applications resnet50 / "
+    "mobilenet_v2 with a new GAP + Dense head.",
+    choices.BACKBONES,
+  )
+  weights: str = _field(
+    "auto",
+    "imagenet | none | PATH to a Keras no-top .h5 weights file. auto = imagenet "
+    "for keras.applications backbones, random init for small_resnet.",
+  )
+  model: str | None = _field(
+    None,
+    "Import an existing Keras model (PATH.keras/.h5, or a trainer's run folder "
+    "or best.keras) instead of building a backbone. Must output one logit per class.",
+  )
+  target_layer: str | None = _field(
+    None,
+    "Grad-CAM layer (default: the imported model's recorded one, else "
+    "the last spatial layer, e.g. conv5_block3_out for resnet50).",
+  )
   resnet_width: int = _field(16, "small_resnet: filters of the first stage.")
-  resnet_blocks: tuple = _field((1, 1, 1), "small_resnet: residual blocks per stage; the Grad-CAM map is "
-                                "image_size / 2**(stages-1).")
-  preprocessing: str = _field("auto", "Pixels -> model input. auto: the backbone's own (small_resnet: "
-                              "imagenet_torch, resnet50: imagenet_caffe, mobilenet_v2: scale_-1_1; --model: the "
-                              "one it recorded). Recorded in every saved model.",
-                              ("auto",) + choices.PREPROCESSING)
+  resnet_blocks: tuple = _field(
+    (1, 1, 1), "small_resnet: residual blocks per stage; the Grad-CAM map is image_size / 2**(stages-1)."
+  )
+  preprocessing: str = _field(
+    "auto",
+    "Pixels -> model input. auto: the backbone's own (small_resnet: "
+    "imagenet_torch, resnet50: imagenet_caffe, mobilenet_v2: scale_-1_1; --model: the "
+    "one it recorded). Recorded in every saved model.",
+    ("auto",) + choices.PREPROCESSING,
+  )
   # ---- optimisation
   epochs: int = _field(30, "Epochs of the (first) stage.")
-  steps_per_epoch: int = _field(0, "Steps per epoch; 0 = the authors' rule for the schedule (supervised/"
-                                "combining S/bs, atcon U/ubs, alternating alpha S/bs + U/ubs).")
+  steps_per_epoch: int = _field(
+    0,
+    "Steps per epoch; 0 = the authors' rule for the schedule (supervised/"
+    "combining S/bs, atcon U/ubs, alternating alpha S/bs + U/ubs).",
+  )
   batch_size: int = _field(32, "Global labeled batch size (the authors: 4).")
   unlabeled_batch_size: int = _field(0, "ATCON batch size (0: batch_size).")
   lr: float = _field(1e-3, "Adam learning rate of the (first) stage; constant, as the authors.")
@@ -95,13 +157,23 @@ class Config:
   atcon_steps_per_epoch: int = _field(25, "two_stage: ATCON steps per epoch (0: U/ubs).")
   atcon_lr: float = _field(1e-5, "two_stage: learning rate of the ATCON stage.")
   # ---- distribution
-  strategy: str = _field("default", "tf.distribute strategy: default (one device), mirrored (all local GPUs, "
-                         "or --cpu_devices logical CPUs), multi_worker (TF_CONFIG).", choices.STRATEGIES)
-  cpu_devices: int = _field(0, "Split the CPU into this many logical devices (to run --strategy=mirrored on a "
-                            "CPU-only machine); 0 = leave as is.")
+  strategy: str = _field(
+    "default",
+    "tf.distribute strategy: default (one device), mirrored (all local GPUs, "
+    "or --cpu_devices logical CPUs), multi_worker (TF_CONFIG).",
+    choices.STRATEGIES,
+  )
+  cpu_devices: int = _field(
+    0,
+    "Split the CPU into this many logical devices (to run --strategy=mirrored on a "
+    "CPU-only machine); 0 = leave as is.",
+  )
   # ---- outputs
-  workdir: str = _field("", "Run folder (checkpoints, best.keras, TensorBoard logs, metrics.json). Rerun with "
-                        "the same folder to resume. Default: /tmp/atcon_tf/finetune-<time>.")
+  workdir: str = _field(
+    "",
+    "Run folder (checkpoints, best.keras, TensorBoard logs, metrics.json). Rerun with "
+    "the same folder to resume. Default: /tmp/atcon_tf/finetune-<time>.",
+  )
   export_dir: str = _field("", "If set, export best.keras for TF Serving to EXPORT_DIR/EXPORT_NAME/VERSION.")
   export_name: str = _field("atcon", "Model name of the export.")
   tensorboard: bool = _field(True, "Write TensorBoard scalars and attention images.")
@@ -118,21 +190,54 @@ class Config:
     return dataclasses.replace(self, **changes)
 
 
-_SMOKE = dict(house_numbers_sizes=(96, 16, 32), image_size=16, labels_per_class=2, val_size=16, epochs=2,
-              steps_per_epoch=2, atcon_epochs=1, atcon_steps_per_epoch=2, batch_size=8, resnet_width=4,
-              resnet_blocks=(1, 1), eval_batch_size=32, bootstrap=20, pvalue_resamples=20, num_viz_images=2,
-              lr=1e-2, atcon_lr=1e-3)
+_SMOKE = dict(
+  house_numbers_sizes=(96, 16, 32),
+  image_size=16,
+  labels_per_class=2,
+  val_size=16,
+  epochs=2,
+  steps_per_epoch=2,
+  atcon_epochs=1,
+  atcon_steps_per_epoch=2,
+  batch_size=8,
+  resnet_width=4,
+  resnet_blocks=(1, 1),
+  eval_batch_size=32,
+  bootstrap=20,
+  pvalue_resamples=20,
+  num_viz_images=2,
+  lr=1e-2,
+  atcon_lr=1e-3,
+)
 # The few-label study (bench/fewlabels.py): two_stage on N labels per class, ATCON on those same images.
-_FEWLABELS = dict(labels_per_class=8, unlabeled="labeled", batch_size=16, epochs=40, steps_per_epoch=50,
-                  atcon_epochs=20, atcon_steps_per_epoch=25, viz_every=0, verbose=0)
+_FEWLABELS = dict(
+  labels_per_class=8,
+  unlabeled="labeled",
+  batch_size=16,
+  epochs=40,
+  steps_per_epoch=50,
+  atcon_epochs=20,
+  atcon_steps_per_epoch=25,
+  viz_every=0,
+  verbose=0,
+)
 
 PRESETS = {
-    "default": {},
-    "smoke": _SMOKE,
-    "fewlabels": _FEWLABELS,
-    "fewlabels_quick": dict(_FEWLABELS, house_numbers_sizes=(400, 64, 200), epochs=3, steps_per_epoch=8,
-                            atcon_epochs=2, atcon_steps_per_epoch=4, resnet_width=8, test_size=200,
-                            bootstrap=200, pvalue_resamples=200),
+  "default": {},
+  "smoke": _SMOKE,
+  "fewlabels": _FEWLABELS,
+  "fewlabels_quick": dict(
+    _FEWLABELS,
+    house_numbers_sizes=(400, 64, 200),
+    epochs=3,
+    steps_per_epoch=8,
+    atcon_epochs=2,
+    atcon_steps_per_epoch=4,
+    resnet_width=8,
+    test_size=200,
+    bootstrap=200,
+    pvalue_resamples=200,
+  ),
 }
 
 
@@ -147,8 +252,12 @@ def _define(flags_module, fv, field, default):
   define = functools.partial(getattr, flags_module)
   if meta.get("choices"):
     return define("DEFINE_enum")(name, default, list(meta["choices"]), meta["help"], flag_values=fv)
-  kind = {"bool": "DEFINE_boolean", "int": "DEFINE_integer", "float": "DEFINE_float",
-          "tuple": "DEFINE_list"}.get(str(field.type).split(" ")[0], "DEFINE_string")
+  kind = {
+    "bool": "DEFINE_boolean",
+    "int": "DEFINE_integer",
+    "float": "DEFINE_float",
+    "tuple": "DEFINE_list",
+  }.get(str(field.type).split(" ")[0], "DEFINE_string")
   if kind == "DEFINE_list":
     default = [str(v) for v in default]
   return define(kind)(name, default, meta["help"], flag_values=fv)

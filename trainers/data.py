@@ -58,7 +58,7 @@ def _pipeline(source, indices, preprocessing, augment, batch_size, seed, with_la
 
 
 def _cacheable(count, image_size, limit_mb=2048):
-  return count * image_size * image_size * 3 < limit_mb * 2 ** 20
+  return count * image_size * image_size * 3 < limit_mb * 2**20
 
 
 def load_splits(cfg: Config):
@@ -66,9 +66,14 @@ def load_splits(cfg: Config):
   from atcon_tf.data import datasets
 
   sizes = dict(zip(("train", "validation", "test"), cfg.house_numbers_sizes))
-  return datasets.load(cfg.dataset, cfg.image_size, data_dir=cfg.data_dir,
-                       house_numbers_config=cfg.house_numbers_config, house_numbers_sizes=sizes,
-                       download=cfg.download)
+  return datasets.load(
+    cfg.dataset,
+    cfg.image_size,
+    data_dir=cfg.data_dir,
+    house_numbers_config=cfg.house_numbers_config,
+    house_numbers_sizes=sizes,
+    download=cfg.download,
+  )
 
 
 def prepare_data(cfg: Config, preprocessing: str, num_replicas: int = 1, splits=None) -> Data:
@@ -87,14 +92,24 @@ def prepare_data(cfg: Config, preprocessing: str, num_replicas: int = 1, splits=
   info = splits.info
   carve = 0 if splits.validation is not None else cfg.val_size
   plan = subsets.plan_splits(
-      splits.train.labels, cfg.labels_per_class, seed=cfg.seed, multi_label=info.multi_label,
-      fully_balanced=cfg.fully_balanced, validation_size=carve, unlabeled_mode=cfg.unlabeled,
-      unlabeled_limit=None if cfg.unlabeled_limit < 0 else cfg.unlabeled_limit, num_classes=info.num_classes)
+    splits.train.labels,
+    cfg.labels_per_class,
+    seed=cfg.seed,
+    multi_label=info.multi_label,
+    fully_balanced=cfg.fully_balanced,
+    validation_size=carve,
+    unlabeled_mode=cfg.unlabeled,
+    unlabeled_limit=None if cfg.unlabeled_limit < 0 else cfg.unlabeled_limit,
+    num_classes=info.num_classes,
+  )
   if len(plan.labeled) == 0:
     raise ValueError("The labeled subset is empty: check --labels_per_class and the dataset.")
   if splits.validation is not None:
-    n_val = splits.validation.num_examples if cfg.val_size <= 0 else min(cfg.val_size,
-                                                                         splits.validation.num_examples)
+    n_val = (
+      splits.validation.num_examples
+      if cfg.val_size <= 0
+      else min(cfg.val_size, splits.validation.num_examples)
+    )
     validation_source = (splits.validation, np.arange(n_val))
   else:
     validation_source = (splits.train, plan.validation)
@@ -107,9 +122,16 @@ def prepare_data(cfg: Config, preprocessing: str, num_replicas: int = 1, splits=
   labeled = _pipeline(splits.train, plan.labeled, preprocessing, augment, batch, cfg.seed)
   unlabeled = None
   if len(plan.unlabeled):
-    unlabeled = _pipeline(splits.train, plan.unlabeled, preprocessing, augment, min(ubs, len(plan.unlabeled)),
-                          cfg.seed + 1, with_labels=False,
-                          cache=_cacheable(len(plan.unlabeled), cfg.image_size))
+    unlabeled = _pipeline(
+      splits.train,
+      plan.unlabeled,
+      preprocessing,
+      augment,
+      min(ubs, len(plan.unlabeled)),
+      cfg.seed + 1,
+      with_labels=False,
+      cache=_cacheable(len(plan.unlabeled), cfg.image_size),
+    )
   val_src, val_idx = validation_source
   if len(val_idx) < num_replicas:
     raise ValueError("The validation set is empty: model selection needs --val_size > 0.")
@@ -117,18 +139,43 @@ def prepare_data(cfg: Config, preprocessing: str, num_replicas: int = 1, splits=
   if num_replicas > 1:
     val_batch = max(num_replicas, min(val_batch, len(val_idx)) // num_replicas * num_replicas)
     val_batches = len(val_idx) // val_batch
-  validation = (val_src.dataset(val_idx)
-                .map(lambda e: (preprocessing_lib.apply(e["image"], preprocessing), e["label"]),
-                     num_parallel_calls=tf.data.AUTOTUNE)
-                .cache().batch(val_batch, drop_remainder=num_replicas > 1)
-                .apply(tf.data.experimental.assert_cardinality(val_batches))
-                .prefetch(tf.data.AUTOTUNE))
-  viz = list(val_src.dataset(val_idx).take(cfg.num_viz_images).as_numpy_iterator()) if cfg.num_viz_images else []
+  validation = (
+    val_src.dataset(val_idx)
+    .map(
+      lambda e: (preprocessing_lib.apply(e["image"], preprocessing), e["label"]),
+      num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    .cache()
+    .batch(val_batch, drop_remainder=num_replicas > 1)
+    .apply(tf.data.experimental.assert_cardinality(val_batches))
+    .prefetch(tf.data.AUTOTUNE)
+  )
+  viz = (
+    list(val_src.dataset(val_idx).take(cfg.num_viz_images).as_numpy_iterator()) if cfg.num_viz_images else []
+  )
   viz_images = np.stack([e["image"] for e in viz]) if viz else None
   viz_labels = np.stack([e["label"] for e in viz]) if viz else None
-  split_sizes = dict(plan.summary(), validation=int(min(len(val_idx), val_batch * val_batches)), test=int(n_test),
-                     train_split=int(splits.train.num_examples),
-                     validation_source="own validation split" if splits.validation is not None
-                     else "carved from the training split")
-  return Data(info, splits, plan, preprocessing, augment, labeled, unlabeled, validation, validation_source,
-              test_source, viz_images, viz_labels, split_sizes)
+  split_sizes = dict(
+    plan.summary(),
+    validation=int(min(len(val_idx), val_batch * val_batches)),
+    test=int(n_test),
+    train_split=int(splits.train.num_examples),
+    validation_source="own validation split"
+    if splits.validation is not None
+    else "carved from the training split",
+  )
+  return Data(
+    info,
+    splits,
+    plan,
+    preprocessing,
+    augment,
+    labeled,
+    unlabeled,
+    validation,
+    validation_source,
+    test_source,
+    viz_images,
+    viz_labels,
+    split_sizes,
+  )

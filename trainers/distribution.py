@@ -13,8 +13,9 @@ def make_strategy(cfg: Config):
 
   if cfg.cpu_devices > 0:
     cpus = tf.config.list_physical_devices("CPU")
-    tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] *
-                                               cfg.cpu_devices)
+    tf.config.set_logical_device_configuration(
+      cpus[0], [tf.config.LogicalDeviceConfiguration()] * cfg.cpu_devices
+    )
   if cfg.strategy == "default":
     return tf.distribute.get_strategy()
   if cfg.strategy == "mirrored":

@@ -43,37 +43,79 @@ def define_flags():
   from atcon_tf import choices
 
   o = evaluation.EvalOptions()
-  flags.DEFINE_string("workdir", None, "A trainers.finetune workdir: evaluates its best.keras with the "
-                      "dataset and sizes of its config.json; writes eval.json / eval_grid.png there.")
-  flags.DEFINE_string("model", None, "A .keras model (ATCONModel or plain classifier) or run folder to "
-                      "evaluate.")
-  flags.DEFINE_string("compare", None, "A second model (or workdir) compared with --model on the same images "
-                      "(differences = compare - model, p-values).")
-  flags.DEFINE_string("dataset", None, "house_numbers | svhn | voc2007 | voc2012 | folder:PATH (default: the "
-                      "workdir's).")
-  flags.DEFINE_enum("house_numbers_config", None, list(choices.HOUSE_NUMBERS_CONFIGS), "house_numbers config "
-                    "(default: workdir's, else single).")
-  flags.DEFINE_list("house_numbers_sizes", None, "house_numbers TRAIN,VALIDATION,TEST sizes (default: "
-                    "workdir's, else the builder's).")
+  flags.DEFINE_string(
+    "workdir",
+    None,
+    "A trainers.finetune workdir: evaluates its best.keras with the "
+    "dataset and sizes of its config.json; writes eval.json / eval_grid.png there.",
+  )
+  flags.DEFINE_string(
+    "model", None, "A .keras model (ATCONModel or plain classifier) or run folder to evaluate."
+  )
+  flags.DEFINE_string(
+    "compare",
+    None,
+    "A second model (or workdir) compared with --model on the same images "
+    "(differences = compare - model, p-values).",
+  )
+  flags.DEFINE_string(
+    "dataset", None, "house_numbers | svhn | voc2007 | voc2012 | folder:PATH (default: the workdir's)."
+  )
+  flags.DEFINE_enum(
+    "house_numbers_config",
+    None,
+    list(choices.HOUSE_NUMBERS_CONFIGS),
+    "house_numbers config (default: workdir's, else single).",
+  )
+  flags.DEFINE_list(
+    "house_numbers_sizes",
+    None,
+    "house_numbers TRAIN,VALIDATION,TEST sizes (default: workdir's, else the builder's).",
+  )
   flags.DEFINE_string("data_dir", None, "tfds data_dir (default: workdir's, else tfds' default).")
   flags.DEFINE_integer("image_size", None, "Input size (default: the model's input shape).")
-  flags.DEFINE_enum("preprocessing", None, list(choices.PREPROCESSING), "Pixels -> model input, for every "
-                    "model (default: each model's recorded one).")
-  flags.DEFINE_integer("test_size", None, "Evaluate on the first K test images (default: workdir's, "
-                       "0 = all).")
+  flags.DEFINE_enum(
+    "preprocessing",
+    None,
+    list(choices.PREPROCESSING),
+    "Pixels -> model input, for every model (default: each model's recorded one).",
+  )
+  flags.DEFINE_integer(
+    "test_size", None, "Evaluate on the first K test images (default: workdir's, 0 = all)."
+  )
   flags.DEFINE_integer("batch_size", o.batch_size, "Evaluation batch size.")
   flags.DEFINE_integer("bootstrap", o.bootstrap, "Bootstrap resamples for the 90% CIs.")
-  flags.DEFINE_integer("pvalue_resamples", o.pvalue_resamples, "Resamples of the macro-F1 p-value (mean-type "
-                       f"metrics use {evaluation.MEAN_PVALUE_RESAMPLES}, as the authors' mIoU).")
-  flags.DEFINE_enum("pvalue_test", o.pvalue_test, list(evaluation.PVALUE_TESTS), "paired: exact McNemar "
-                    "(accuracy) and sign-flip permutation tests on the same images; pooled: the authors' "
-                    "bstrap two-sample bootstrap test.")
-  flags.DEFINE_float("mask_intensity", None, "w of the ATCON mask for the consistency metric (default: the "
-                     "last model's recorded one).")
-  flags.DEFINE_enum("attention", None, list(choices.ATTENTIONS), "ATCON loss variant for the consistency "
-                    "metric (default: recorded).")
-  flags.DEFINE_enum("similarity", None, list(choices.SIMILARITIES), "Similarity for the consistency metric "
-                    "(default: recorded).")
+  flags.DEFINE_integer(
+    "pvalue_resamples",
+    o.pvalue_resamples,
+    "Resamples of the macro-F1 p-value (mean-type "
+    f"metrics use {evaluation.MEAN_PVALUE_RESAMPLES}, as the authors' mIoU).",
+  )
+  flags.DEFINE_enum(
+    "pvalue_test",
+    o.pvalue_test,
+    list(evaluation.PVALUE_TESTS),
+    "paired: exact McNemar "
+    "(accuracy) and sign-flip permutation tests on the same images; pooled: the authors' "
+    "bstrap two-sample bootstrap test.",
+  )
+  flags.DEFINE_float(
+    "mask_intensity",
+    None,
+    "w of the ATCON mask for the consistency metric (default: the last model's recorded one).",
+  )
+  flags.DEFINE_enum(
+    "attention",
+    None,
+    list(choices.ATTENTIONS),
+    "ATCON loss variant for the consistency metric (default: recorded).",
+  )
+  flags.DEFINE_enum(
+    "similarity",
+    None,
+    list(choices.SIMILARITIES),
+    "Similarity for the consistency metric (default: recorded).",
+  )
   flags.DEFINE_integer("num_grid_images", o.num_grid_images, "Examples in the PNG grid (0: no grid).")
   flags.DEFINE_string("output", None, "JSON output (default: WORKDIR/eval.json, else ./eval.json).")
   flags.DEFINE_string("grid", None, "PNG grid output (default: next to the JSON, *_grid.png).")
@@ -104,21 +146,32 @@ def main(argv):
   image_size = f.image_size or (loaded.contract.image_size or (None,))[0] or int(cfg.get("image_size", 224))
   sizes = pick(f.house_numbers_sizes, "house_numbers_sizes", None)
   sizes = dict(zip(("train", "validation", "test"), map(int, sizes))) if sizes else None
-  splits = datasets.load(dataset, image_size, data_dir=pick(f.data_dir, "data_dir", None),
-                         house_numbers_config=pick(f.house_numbers_config, "house_numbers_config", "single"),
-                         house_numbers_sizes=sizes)
+  splits = datasets.load(
+    dataset,
+    image_size,
+    data_dir=pick(f.data_dir, "data_dir", None),
+    house_numbers_config=pick(f.house_numbers_config, "house_numbers_config", "single"),
+    house_numbers_sizes=sizes,
+  )
   test_size = pick(f.test_size, "test_size", 0)
   n = splits.test.num_examples if not test_size else min(int(test_size), splits.test.num_examples)
   loss = {"attention": f.attention, "similarity": f.similarity, "mask_intensity": f.mask_intensity}
   options = evaluation.EvalOptions(
-      batch_size=f.batch_size, bootstrap=f.bootstrap, pvalue_resamples=f.pvalue_resamples,
-      pvalue_test=f.pvalue_test, seed=f.seed, num_grid_images=f.num_grid_images, loss=loss)
+    batch_size=f.batch_size,
+    bootstrap=f.bootstrap,
+    pvalue_resamples=f.pvalue_resamples,
+    pvalue_test=f.pvalue_test,
+    seed=f.seed,
+    num_grid_images=f.num_grid_images,
+    loss=loss,
+  )
   output = f.output or (os.path.join(f.workdir, "eval.json") if f.workdir else "eval.json")
   grid = f.grid or os.path.splitext(output)[0] + "_grid.png"
   models = {**paths, "model": loaded}  # loaded once: its input size chose the image size
   try:
-    results = evaluation.evaluate_models(models, splits.test.dataset(np.arange(n)), splits.info,
-                                         f.preprocessing, options, grid_path=grid)
+    results = evaluation.evaluate_models(
+      models, splits.test.dataset(np.arange(n)), splits.info, f.preprocessing, options, grid_path=grid
+    )
   except ValueError as error:
     raise SystemExit(str(error)) from error
   results.update(image_size=image_size, models_evaluated=paths)

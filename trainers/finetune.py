@@ -57,8 +57,12 @@ def evaluation_options(cfg: Config):
   """The evaluator's knobs, taken from the run's Config (loss settings come from the saved models)."""
   from trainers import evaluation
 
-  return evaluation.EvalOptions(batch_size=cfg.eval_batch_size, bootstrap=cfg.bootstrap,
-                                pvalue_resamples=cfg.pvalue_resamples, seed=cfg.seed)
+  return evaluation.EvalOptions(
+    batch_size=cfg.eval_batch_size,
+    bootstrap=cfg.bootstrap,
+    pvalue_resamples=cfg.pvalue_resamples,
+    seed=cfg.seed,
+  )
 
 
 def evaluate_run(cfg: Config, data, models_to_compare: dict, workdir: str):
@@ -66,11 +70,17 @@ def evaluate_run(cfg: Config, data, models_to_compare: dict, workdir: str):
   from trainers import evaluation
 
   source, indices = data.test_source
-  print(f"\nEvaluating {', '.join(models_to_compare)} on {len(indices)} test images of {data.info.name} ...",
-        flush=True)
-  results = evaluation.evaluate_models(models_to_compare, source.dataset(indices), data.info,
-                                       options=evaluation_options(cfg),
-                                       grid_path=os.path.join(workdir, "eval_grid.png"))
+  print(
+    f"\nEvaluating {', '.join(models_to_compare)} on {len(indices)} test images of {data.info.name} ...",
+    flush=True,
+  )
+  results = evaluation.evaluate_models(
+    models_to_compare,
+    source.dataset(indices),
+    data.info,
+    options=evaluation_options(cfg),
+    grid_path=os.path.join(workdir, "eval_grid.png"),
+  )
   print(evaluation.format_table(results), flush=True)
   return results
 
@@ -126,11 +136,21 @@ def run(cfg: Config, extra_callbacks=()) -> dict:
   data = data_lib.prepare_data(cfg, choice.preprocessing, strategy.num_replicas_in_sync, splits=splits)
   print(f"data ready ({time.time() - start:.0f} s): {data.info.name}, {data.sizes}", flush=True)
   stages = stages_lib.plan_stages(cfg, data)
-  _write_json(os.path.join(workdir, CONFIG_FILE), {
-      "config": dataclasses.asdict(cfg), "workdir": workdir, "preprocessing": choice.preprocessing,
-      "augment": data.augment, "dataset": data.info.to_json(), "split_sizes": data.sizes,
-      "stages": [dataclasses.asdict(s) for s in stages], "num_replicas": strategy.num_replicas_in_sync,
-      "tensorflow": tf.__version__, "keras": keras.__version__})
+  _write_json(
+    os.path.join(workdir, CONFIG_FILE),
+    {
+      "config": dataclasses.asdict(cfg),
+      "workdir": workdir,
+      "preprocessing": choice.preprocessing,
+      "augment": data.augment,
+      "dataset": data.info.to_json(),
+      "split_sizes": data.sizes,
+      "stages": [dataclasses.asdict(s) for s in stages],
+      "num_replicas": strategy.num_replicas_in_sync,
+      "tensorflow": tf.__version__,
+      "keras": keras.__version__,
+    },
+  )
 
   models_to_compare = {}
   if cfg.schedule == "atcon":  # the model before any training, for the before/after table
@@ -143,9 +163,17 @@ def run(cfg: Config, extra_callbacks=()) -> dict:
   summaries = []
   for stage in stages:
     stage_dir = os.path.join(workdir, stage.name) if len(stages) > 1 else workdir
-    choice, summary = stages_lib.train_stage(stage, choice, cfg, data, stage_dir,
-                                             os.path.join(workdir, "logs", stage.name), strategy,
-                                             extra_callbacks, chief)
+    choice, summary = stages_lib.train_stage(
+      stage,
+      choice,
+      cfg,
+      data,
+      stage_dir,
+      os.path.join(workdir, "logs", stage.name),
+      strategy,
+      extra_callbacks,
+      chief,
+    )
     summaries.append(summary)
     name = f"{stage.name} (stage {len(summaries)})" if len(stages) > 1 else stage.name
     models_to_compare[name] = os.path.join(stage_dir, "best.keras")
@@ -156,10 +184,17 @@ def run(cfg: Config, extra_callbacks=()) -> dict:
 
   results = evaluate_run(cfg, data, models_to_compare, workdir) if cfg.evaluate and chief else {}
   export_path = export(cfg, workdir) if cfg.export_dir and chief else None
-  metrics = {"config": dataclasses.asdict(cfg), "dataset": data.info.name, "split_sizes": data.sizes,
-             "preprocessing": choice.preprocessing, "stages": summaries, "models": models_to_compare,
-             "evaluation": results, "export": export_path,
-             "seconds": {"train": round(train_seconds, 1), "total": round(time.time() - start, 1)}}
+  metrics = {
+    "config": dataclasses.asdict(cfg),
+    "dataset": data.info.name,
+    "split_sizes": data.sizes,
+    "preprocessing": choice.preprocessing,
+    "stages": summaries,
+    "models": models_to_compare,
+    "evaluation": results,
+    "export": export_path,
+    "seconds": {"train": round(train_seconds, 1), "total": round(time.time() - start, 1)},
+  }
   _write_json(os.path.join(workdir, METRICS_FILE), metrics)
   distribution.barrier(strategy)
   print(f"\nDone in {time.time() - start:.0f} s. Results: {os.path.join(workdir, METRICS_FILE)}", flush=True)

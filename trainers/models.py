@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class ModelChoice:
   """The classifier to train and what it needs: resolved once, at the start of a run."""
+
   classifier: object  # keras.Model, logits out
   preprocessing: str
   target_layer: str | None
@@ -34,8 +35,11 @@ def _imported(cfg: Config, num_classes: int):
   if preprocessing == "auto":
     preprocessing = loaded.contract.require_preprocessing(f"--model={cfg.model}")
   elif loaded.contract.preprocessing not in (None, preprocessing):
-    log.warning("--preprocessing=%s overrides the imported model's recorded %s.", preprocessing,
-                loaded.contract.preprocessing)
+    log.warning(
+      "--preprocessing=%s overrides the imported model's recorded %s.",
+      preprocessing,
+      loaded.contract.preprocessing,
+    )
   return ModelChoice(loaded.classifier, preprocessing, cfg.target_layer or loaded.contract.target_layer)
 
 
@@ -45,8 +49,15 @@ def choose_model(cfg: Config, num_classes: int) -> ModelChoice:
     return _imported(cfg, num_classes)
   from atcon_tf import backbones
 
-  classifier = backbones.build(cfg.backbone, cfg.image_size, num_classes, weights=cfg.weights, seed=cfg.seed,
-                               resnet_width=cfg.resnet_width, resnet_blocks=cfg.resnet_blocks)
+  classifier = backbones.build(
+    cfg.backbone,
+    cfg.image_size,
+    num_classes,
+    weights=cfg.weights,
+    seed=cfg.seed,
+    resnet_width=cfg.resnet_width,
+    resnet_blocks=cfg.resnet_blocks,
+  )
   preprocessing = resolve_preprocessing(cfg)
   return ModelChoice(classifier, preprocessing, cfg.target_layer)
 
@@ -66,13 +77,24 @@ def make_atcon_model(choice: ModelChoice, cfg: Config, schedule: str, info, lr: 
   import atcon_tf
 
   model = atcon_tf.ATCONModel(
-      choice.classifier, target_layer=choice.target_layer, schedule=schedule, alpha=cfg.alpha,
-      multi_label=info.multi_label, attention=cfg.attention, similarity=cfg.similarity,
-      mask_intensity=cfg.mask_intensity, preprocessing=choice.preprocessing, class_names=info.class_names)
+    choice.classifier,
+    target_layer=choice.target_layer,
+    schedule=schedule,
+    alpha=cfg.alpha,
+    multi_label=info.multi_label,
+    attention=cfg.attention,
+    similarity=cfg.similarity,
+    mask_intensity=cfg.mask_intensity,
+    preprocessing=choice.preprocessing,
+    class_names=info.class_names,
+  )
   metrics = None
   if schedule != "atcon":  # ATCON batches carry no labels: Keras could not build a label metric from them
-    metrics = [keras.metrics.BinaryAccuracy(name="accuracy") if info.multi_label
-               else keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    metrics = [
+      keras.metrics.BinaryAccuracy(name="accuracy")
+      if info.multi_label
+      else keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    ]
   model.compile(optimizer=keras.optimizers.Adam(lr, epsilon=cfg.adam_epsilon), metrics=metrics)
   model(np.zeros((1, cfg.image_size, cfg.image_size, 3), np.float32))  # BackupAndRestore needs a built model
   return model

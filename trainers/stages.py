@@ -46,11 +46,15 @@ def plan_stages(cfg: Config, data: Data) -> list:
     return max(1, training_data.alternating_steps(cfg.alpha, s, u, bs, ubs))
 
   if cfg.schedule != "supervised" and u == 0:
-    raise ValueError(f"--schedule={cfg.schedule} needs unlabeled images but the pool is empty "
-                     "(use --unlabeled=labeled, or fewer --labels_per_class).")
+    raise ValueError(
+      f"--schedule={cfg.schedule} needs unlabeled images but the pool is empty "
+      "(use --unlabeled=labeled, or fewer --labels_per_class)."
+    )
   if cfg.schedule == "two_stage":
-    return [Stage("supervised", "supervised", cfg.epochs, cfg.lr, steps("supervised", cfg.steps_per_epoch)),
-            Stage("atcon", "atcon", cfg.atcon_epochs, cfg.atcon_lr, steps("atcon", cfg.atcon_steps_per_epoch))]
+    return [
+      Stage("supervised", "supervised", cfg.epochs, cfg.lr, steps("supervised", cfg.steps_per_epoch)),
+      Stage("atcon", "atcon", cfg.atcon_epochs, cfg.atcon_lr, steps("atcon", cfg.atcon_steps_per_epoch)),
+    ]
   return [Stage(cfg.schedule, cfg.schedule, cfg.epochs, cfg.lr, steps(cfg.schedule, cfg.steps_per_epoch))]
 
 
@@ -63,8 +67,9 @@ def stage_dataset(stage: Stage, data: Data, cfg: Config):
     return distribution.shard_by_data(data.unlabeled)
   s, u = len(data.plan.labeled), len(data.plan.unlabeled)
   if stage.schedule == "alternating":
-    return distribution.shard_by_data(training_data.alternating_dataset(data.labeled, data.unlabeled, cfg.alpha,
-                                                                        s, u, seed=cfg.seed))
+    return distribution.shard_by_data(
+      training_data.alternating_dataset(data.labeled, data.unlabeled, cfg.alpha, s, u, seed=cfg.seed)
+    )
   return distribution.shard_by_data(training_data.combining_dataset(data.labeled, data.unlabeled))
 
 
@@ -95,8 +100,17 @@ def _trained(best, choice):
   return dataclasses.replace(choice, classifier=best.classifier, target_layer=best.tapped.target_layer_path)
 
 
-def train_stage(stage: Stage, choice: models.ModelChoice, cfg: Config, data: Data, stage_dir: str, log_dir: str,
-                strategy, extra_callbacks=(), chief=True):
+def train_stage(
+  stage: Stage,
+  choice: models.ModelChoice,
+  cfg: Config,
+  data: Data,
+  stage_dir: str,
+  log_dir: str,
+  strategy,
+  extra_callbacks=(),
+  chief=True,
+):
   """Fits one stage with resume; returns (the best model as a ModelChoice, summary). Skips a finished stage."""
   import keras
 
@@ -117,36 +131,63 @@ def train_stage(stage: Stage, choice: models.ModelChoice, cfg: Config, data: Dat
   with strategy.scope():
     model = models.make_atcon_model(choice, cfg, stage.schedule, data.info, stage.lr)
   callbacks = [
-      keras.callbacks.BackupAndRestore(os.path.join(stage_dir, "backup")),
-      keras.callbacks.ModelCheckpoint(best_path, monitor="val_supervised_loss", mode="min", save_best_only=True,
-                                      initial_value_threshold=best_logged(csv_path), verbose=0),
-      keras.callbacks.CSVLogger(csv_path, append=True),
+    keras.callbacks.BackupAndRestore(os.path.join(stage_dir, "backup")),
+    keras.callbacks.ModelCheckpoint(
+      best_path,
+      monitor="val_supervised_loss",
+      mode="min",
+      save_best_only=True,
+      initial_value_threshold=best_logged(csv_path),
+      verbose=0,
+    ),
+    keras.callbacks.CSVLogger(csv_path, append=True),
   ]
   if cfg.tensorboard and chief:
     callbacks.append(keras.callbacks.TensorBoard(log_dir, write_graph=False))
   if cfg.viz_every > 0 and data.viz_images is not None and chief:
-    callbacks.append(visualize.AttentionMapCallback(
-        data.viz_images, preprocessing.apply(data.viz_images, choice.preprocessing).numpy(),
-        log_dir if cfg.tensorboard else os.path.join(stage_dir, "tb_unused"), every_n_epochs=cfg.viz_every,
-        png_dir=os.path.join(stage_dir, "attention"), labels=data.viz_labels,
-        class_names=data.info.class_names))
+    callbacks.append(
+      visualize.AttentionMapCallback(
+        data.viz_images,
+        preprocessing.apply(data.viz_images, choice.preprocessing).numpy(),
+        log_dir if cfg.tensorboard else os.path.join(stage_dir, "tb_unused"),
+        every_n_epochs=cfg.viz_every,
+        png_dir=os.path.join(stage_dir, "attention"),
+        labels=data.viz_labels,
+        class_names=data.info.class_names,
+      )
+    )
   callbacks.extend(extra_callbacks)
 
-  print(f"[{stage.name}] schedule={stage.schedule} epochs={stage.epochs} steps/epoch={stage.steps_per_epoch} "
-        f"lr={stage.lr:g} labeled={len(data.plan.labeled)} unlabeled={len(data.plan.unlabeled)} "
-        f"-> {stage_dir}", flush=True)
+  print(
+    f"[{stage.name}] schedule={stage.schedule} epochs={stage.epochs} steps/epoch={stage.steps_per_epoch} "
+    f"lr={stage.lr:g} labeled={len(data.plan.labeled)} unlabeled={len(data.plan.unlabeled)} "
+    f"-> {stage_dir}",
+    flush=True,
+  )
   start = time.time()
-  model.fit(stage_dataset(stage, data, cfg), epochs=stage.epochs, steps_per_epoch=stage.steps_per_epoch,
-            validation_data=distribution.shard_by_data(data.validation), callbacks=callbacks, verbose=cfg.verbose,
-            shuffle=False)
+  model.fit(
+    stage_dataset(stage, data, cfg),
+    epochs=stage.epochs,
+    steps_per_epoch=stage.steps_per_epoch,
+    validation_data=distribution.shard_by_data(data.validation),
+    callbacks=callbacks,
+    verbose=cfg.verbose,
+    shuffle=False,
+  )
   if not os.path.isfile(best_path):  # every validation loss was NaN: keep the last weights
     model.save(best_path)
   with strategy.scope():
     best = keras.saving.load_model(best_path, compile=False)
-  summary = {"stage": stage.name, "schedule": stage.schedule, "epochs": _epochs_logged(csv_path),
-             "steps_per_epoch": stage.steps_per_epoch, "lr": stage.lr,
-             "best_val_supervised_loss": best_logged(csv_path), "seconds_this_run": round(time.time() - start, 1),
-             "target_layer": best.tapped.target_layer_path}
+  summary = {
+    "stage": stage.name,
+    "schedule": stage.schedule,
+    "epochs": _epochs_logged(csv_path),
+    "steps_per_epoch": stage.steps_per_epoch,
+    "lr": stage.lr,
+    "best_val_supervised_loss": best_logged(csv_path),
+    "seconds_this_run": round(time.time() - start, 1),
+    "target_layer": best.tapped.target_layer_path,
+  }
   with open(done_path, "w") as f:
     json.dump(summary, f, indent=2)
   return _trained(best, choice), summary

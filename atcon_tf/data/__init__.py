@@ -9,4 +9,11 @@ __all__ = ["house_numbers", "HouseNumbers", "HouseNumbersConfig", "generate_exam
 from atcon_tf.data import datasets, subsets  # noqa: E402
 from atcon_tf.data.subsets import SplitPlan, balanced_multilabel_subset, plan_splits, single_label_subset  # noqa: E402,E501
 
-__all__ += ["datasets", "subsets", "SplitPlan", "balanced_multilabel_subset", "plan_splits", "single_label_subset"]
+__all__ += [
+  "datasets",
+  "subsets",
+  "SplitPlan",
+  "balanced_multilabel_subset",
+  "plan_splits",
+  "single_label_subset",
+]

@@ -35,9 +35,28 @@ import tensorflow as tf
 from atcon_tf import choices
 
 SVHN_CLASSES = [str(i) for i in range(10)]
-VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-               "tvmonitor"]
+VOC_CLASSES = [
+  "aeroplane",
+  "bicycle",
+  "bird",
+  "boat",
+  "bottle",
+  "bus",
+  "car",
+  "cat",
+  "chair",
+  "cow",
+  "diningtable",
+  "dog",
+  "horse",
+  "motorbike",
+  "person",
+  "pottedplant",
+  "sheep",
+  "sofa",
+  "train",
+  "tvmonitor",
+]
 MAX_BOXES = 64
 
 
@@ -94,6 +113,7 @@ def select(ds: tf.data.Dataset, indices, num_examples: int) -> tf.data.Dataset:
 
 # ---------------------------------------------------------------------------------------------- augmentation
 
+
 def augment(image, policy: str, seed=None):
   """Label-preserving training augmentation on uint8 (S, S, 3) -> uint8.
 
@@ -117,8 +137,13 @@ def augment(image, policy: str, seed=None):
     x = tf.image.random_flip_up_down(x)
   elif policy == "voc":
     begin, crop, _ = tf.image.sample_distorted_bounding_box(
-        image_size=tf.concat([size, [3]], 0), bounding_boxes=tf.zeros([1, 0, 4]), min_object_covered=0.0,
-        aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.5, 1.0), use_image_if_no_bounding_boxes=True)
+      image_size=tf.concat([size, [3]], 0),
+      bounding_boxes=tf.zeros([1, 0, 4]),
+      min_object_covered=0.0,
+      aspect_ratio_range=(3 / 4, 4 / 3),
+      area_range=(0.5, 1.0),
+      use_image_if_no_bounding_boxes=True,
+    )
     x = tf.image.resize(tf.slice(x, begin, crop), size)
     x = tf.image.random_flip_left_right(x)
   else:
@@ -127,6 +152,7 @@ def augment(image, policy: str, seed=None):
 
 
 # ---------------------------------------------------------------------------------------------------- boxes
+
 
 def edge_boxes(bbox_normalized, size, convention: str) -> np.ndarray:
   """Normalized boxes -> pixel-edge boxes in original-image pixels (box covers rows ymin..ymax-1).
@@ -147,6 +173,7 @@ def wsd_boxes(bbox_normalized, size, convention: str) -> np.ndarray:
   """
   if convention == "voc":
     from atcon_tf.metrics.localization import voc_pixel_boxes
+
     return voc_pixel_boxes(bbox_normalized, size)
   return edge_boxes(bbox_normalized, size, "edge") - np.array([1.0, 1.0, 0.0, 0.0])
 
@@ -154,19 +181,20 @@ def wsd_boxes(bbox_normalized, size, convention: str) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------------- tfds
 
 _TFDS_HELP = (
-    "tfds dataset {name!r} is not prepared in data_dir={data_dir!r} and cannot be downloaded from this machine.\n"
-    "Prepare it on a machine with internet access and copy the folder:\n"
-    "  pip install tensorflow-datasets\n"
-    "  tfds build {name} --data_dir=/some/dir        # or: python -c \"import tensorflow_datasets as tfds; "
-    "tfds.builder('{name}', data_dir='/some/dir').download_and_prepare()\"\n"
-    "  then copy /some/dir/{folder} to {data_dir}/{folder} here and pass --data_dir={data_dir}.\n"
-    "tfds caches what it downloads in DATA_DIR/downloads: copying that folder from a machine that ran the build\n"
-    "  (files named after their URLs, e.g. for {archives}) lets `tfds build {name} --data_dir={data_dir}` run here\n"
-    "  without the network.\n"
-    "Underlying error: {error}")
+  "tfds dataset {name!r} is not prepared in data_dir={data_dir!r} and cannot be downloaded from this machine.\n"
+  "Prepare it on a machine with internet access and copy the folder:\n"
+  "  pip install tensorflow-datasets\n"
+  "  tfds build {name} --data_dir=/some/dir        # or: python -c \"import tensorflow_datasets as tfds; "
+  "tfds.builder('{name}', data_dir='/some/dir').download_and_prepare()\"\n"
+  "  then copy /some/dir/{folder} to {data_dir}/{folder} here and pass --data_dir={data_dir}.\n"
+  "tfds caches what it downloads in DATA_DIR/downloads: copying that folder from a machine that ran the build\n"
+  "  (files named after their URLs, e.g. for {archives}) lets `tfds build {name} --data_dir={data_dir}` run here\n"
+  "  without the network.\n"
+  "Underlying error: {error}"
+)
 _ARCHIVES = {
-    "svhn_cropped": "train_32x32.mat, test_32x32.mat, extra_32x32.mat from http://ufldl.stanford.edu/housenumbers/",
-    "voc": "VOCtrainval_06-Nov-2007.tar / VOCtest_06-Nov-2007.tar, or VOCtrainval_11-May-2012.tar",
+  "svhn_cropped": "train_32x32.mat, test_32x32.mat, extra_32x32.mat from http://ufldl.stanford.edu/housenumbers/",
+  "voc": "VOCtrainval_06-Nov-2007.tar / VOCtest_06-Nov-2007.tar, or VOCtrainval_11-May-2012.tar",
 }
 
 
@@ -187,9 +215,15 @@ def _unavailable(name, builder, error):
   root = builder.data_dir  # ROOT/name[/config]/version
   for _ in range(3 if "/" in name else 2):
     root = os.path.dirname(root)
-  return DataUnavailableError(_TFDS_HELP.format(
-      name=name, data_dir=root, folder=base, archives=_ARCHIVES.get(base, "the raw files"),
-      error=f"{type(error).__name__}: {error}"))
+  return DataUnavailableError(
+    _TFDS_HELP.format(
+      name=name,
+      data_dir=root,
+      folder=base,
+      archives=_ARCHIVES.get(base, "the raw files"),
+      error=f"{type(error).__name__}: {error}",
+    )
+  )
 
 
 def _tfds_split(name: str, split: str, data_dir: str | None, download: bool):
@@ -197,13 +231,15 @@ def _tfds_split(name: str, split: str, data_dir: str | None, download: bool):
   import tensorflow_datasets as tfds
 
   try:
-    ds, info = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False, with_info=True,
-                         download=False)
+    ds, info = tfds.load(
+      name, split=split, data_dir=data_dir, shuffle_files=False, with_info=True, download=False
+    )
   except Exception as error:  # noqa: BLE001
     if download:
       _tfds_builder(name, data_dir, download=True)
-      ds, info = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False, with_info=True,
-                           download=False)
+      ds, info = tfds.load(
+        name, split=split, data_dir=data_dir, shuffle_files=False, with_info=True, download=False
+      )
     else:
       builder = tfds.builder(name, data_dir=data_dir)
       raise _unavailable(name, builder, error) from error
@@ -226,8 +262,14 @@ def _resize(image, image_size: int):
 
 def _canonical(image, label, boxes, box_labels, index, image_size):
   image, size = _resize(image, image_size)
-  return {"image": image, "label": label, "boxes": tf.reshape(tf.cast(boxes, tf.float32), [-1, 4]),
-          "box_labels": tf.cast(box_labels, tf.int32), "size": size, "index": tf.cast(index, tf.int64)}
+  return {
+    "image": image,
+    "label": label,
+    "boxes": tf.reshape(tf.cast(boxes, tf.float32), [-1, 4]),
+    "box_labels": tf.cast(box_labels, tf.int32),
+    "size": size,
+    "index": tf.cast(index, tf.int64),
+  }
 
 
 def _svhn_source(split, data_dir, download, image_size, need_labels):
@@ -235,8 +277,15 @@ def _svhn_source(split, data_dir, download, image_size, need_labels):
 
   def make():
     def convert(index, e):
-      return _canonical(e["image"], tf.cast(e["label"], tf.int32), tf.zeros([0, 4]), tf.zeros([0], tf.int32),
-                        index, image_size)
+      return _canonical(
+        e["image"],
+        tf.cast(e["label"], tf.int32),
+        tf.zeros([0, 4]),
+        tf.zeros([0], tf.int32),
+        index,
+        image_size,
+      )
+
     return ds.enumerate().map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
   labels = None
@@ -257,7 +306,9 @@ def _objects(e):
   """VOC objects with every field cut to the same length (real data always has it; tfds `mock_data` draws
   each sequence length independently)."""
   o = e["objects"]
-  n = tf.reduce_min(tf.stack([tf.shape(o["label"])[0], tf.shape(o["is_difficult"])[0], tf.shape(o["bbox"])[0]]))
+  n = tf.reduce_min(
+    tf.stack([tf.shape(o["label"])[0], tf.shape(o["is_difficult"])[0], tf.shape(o["bbox"])[0]])
+  )
   return o["label"][:n], o["is_difficult"][:n], o["bbox"][:n]
 
 
@@ -272,6 +323,7 @@ def _voc_source(name, split, data_dir, download, image_size, need_labels):
     def convert(index, e):
       labels, difficult, bbox = _objects(e)
       return _canonical(e["image"], voc_multi_hot(labels, difficult), bbox, labels, index, image_size)
+
     return ds.enumerate().map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
   labels = None
@@ -282,12 +334,15 @@ def _voc_source(name, split, data_dir, download, image_size, need_labels):
 
 # ----------------------------------------------------------------------------------------------- house_numbers
 
+
 def house_numbers_builder(config: str, image_size: int, data_dir: str | None, split_sizes: dict | None):
   """The offline `HouseNumbers` tfds builder at `image_size` (generated on first use, ~1 ms per scene)."""
   from atcon_tf.data import house_numbers as hn
 
   sizes = {k: int(v) for k, v in (split_sizes or {}).items() if v}
-  builder = hn.HouseNumbers(config=config, data_dir=data_dir, image_size=image_size, split_sizes=sizes or None)
+  builder = hn.HouseNumbers(
+    config=config, data_dir=data_dir, image_size=image_size, split_sizes=sizes or None
+  )
   builder.download_and_prepare()
   return builder
 
@@ -305,8 +360,10 @@ def _house_numbers_splits(config, image_size, data_dir, split_sizes):
     def make():
       def convert(e):
         label = tf.cast(e["label"], tf.float32) if multi else tf.cast(e["label"], tf.int32)
-        return _canonical(e["image"], label, e["objects"]["bbox"], e["objects"]["label"], e["index"],
-                          image_size)
+        return _canonical(
+          e["image"], label, e["objects"]["bbox"], e["objects"]["label"], e["index"], image_size
+        )
+
       # Records come in tfds' (fixed) storage order; `index` is the generator index, 0..count-1.
       return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
@@ -320,21 +377,33 @@ def _house_numbers_splits(config, image_size, data_dir, split_sizes):
     return Source(make, count, labels)
 
   info = DatasetInfo(
-      name=f"house_numbers/{builder.builder_config.name}", num_classes=hn.NUM_CLASSES,
-      class_names=[str(i) for i in range(hn.NUM_CLASSES)], multi_label=multi, has_boxes=True,
-      box_convention="edge", own_validation=True,
-      description="SYNTHETIC house-number scenes (not SVHN), built offline from real parts.")
+    name=f"house_numbers/{builder.builder_config.name}",
+    num_classes=hn.NUM_CLASSES,
+    class_names=[str(i) for i in range(hn.NUM_CLASSES)],
+    multi_label=multi,
+    has_boxes=True,
+    box_convention="edge",
+    own_validation=True,
+    description="SYNTHETIC house-number scenes (not SVHN), built offline from real parts.",
+  )
   return Splits(info, source("train", True), source("validation", False), source("test", False))
 
 
 # ------------------------------------------------------------------------------------------------------ folders
 
+
 def _folder_files(path):
   import keras
 
   ds = keras.utils.image_dataset_from_directory(
-      path, labels="inferred", label_mode="int", batch_size=None, shuffle=False, image_size=(8, 8),
-      verbose=False)
+    path,
+    labels="inferred",
+    label_mode="int",
+    batch_size=None,
+    shuffle=False,
+    image_size=(8, 8),
+    verbose=False,
+  )
   return ds.class_names, list(ds.file_paths)
 
 
@@ -343,33 +412,56 @@ def _folder_source(path, class_names, image_size, keep=None):
   import keras
 
   ds = keras.utils.image_dataset_from_directory(
-      path, labels="inferred", label_mode="int", class_names=class_names, batch_size=None, shuffle=False,
-      image_size=(image_size, image_size), interpolation="bilinear", verbose=False)
+    path,
+    labels="inferred",
+    label_mode="int",
+    class_names=class_names,
+    batch_size=None,
+    shuffle=False,
+    image_size=(image_size, image_size),
+    interpolation="bilinear",
+    verbose=False,
+  )
   files = list(ds.file_paths)
   labels = np.array([class_names.index(os.path.basename(os.path.dirname(f))) for f in files], np.int64)
   base = ds.enumerate()
   if keep is not None:  # a sub-split of the folder: re-index 0..len(keep)-1
-    base = select(base.map(lambda i, xy: {"index": i, "xy": xy}), keep, len(files)).map(
-        lambda e: e["xy"]).enumerate()
+    base = (
+      select(base.map(lambda i, xy: {"index": i, "xy": xy}), keep, len(files))
+      .map(lambda e: e["xy"])
+      .enumerate()
+    )
     labels = labels[np.asarray(keep, np.int64)]
 
   def make():
     def convert(index, x, y):
       image = tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
-      return {"image": image, "label": tf.cast(y, tf.int32), "boxes": tf.zeros([0, 4]),
-              "box_labels": tf.zeros([0], tf.int32), "size": tf.constant([image_size, image_size], tf.int32),
-              "index": tf.cast(index, tf.int64)}
-    return base.map(lambda i, xy: convert(i, xy[0], xy[1]), num_parallel_calls=tf.data.AUTOTUNE,
-                    deterministic=True)
+      return {
+        "image": image,
+        "label": tf.cast(y, tf.int32),
+        "boxes": tf.zeros([0, 4]),
+        "box_labels": tf.zeros([0], tf.int32),
+        "size": tf.constant([image_size, image_size], tf.int32),
+        "index": tf.cast(index, tf.int64),
+      }
+
+    return base.map(
+      lambda i, xy: convert(i, xy[0], xy[1]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
 
   return Source(make, len(labels), labels)
 
 
 def _folder_splits(path, image_size, test_fraction=0.2):
   if not os.path.isdir(path):
-    raise FileNotFoundError(f"folder dataset: {path!r} is not a directory (expected one sub-folder per class).")
-  sub = {d: os.path.join(path, d) for d in ("train", "validation", "val", "test")
-         if os.path.isdir(os.path.join(path, d))}
+    raise FileNotFoundError(
+      f"folder dataset: {path!r} is not a directory (expected one sub-folder per class)."
+    )
+  sub = {
+    d: os.path.join(path, d)
+    for d in ("train", "validation", "val", "test")
+    if os.path.isdir(os.path.join(path, d))
+  }
   if "train" in sub and "test" in sub:
     class_names, _ = _folder_files(sub["train"])
     val_dir = sub.get("validation") or sub.get("val")
@@ -387,16 +479,32 @@ def _folder_splits(path, image_size, test_fraction=0.2):
     train = _folder_source(path, class_names, image_size, keep=train_idx)
     test = _folder_source(path, class_names, image_size, keep=test_idx)
     validation, own_validation = None, False
-    description = f"images from {path} (one sub-folder per class); fixed-seed {test_fraction:.0%} held out as test"
-  info = DatasetInfo(name=f"folder:{path}", num_classes=len(class_names), class_names=list(class_names),
-                     multi_label=False, has_boxes=False, own_validation=own_validation, description=description)
+    description = (
+      f"images from {path} (one sub-folder per class); fixed-seed {test_fraction:.0%} held out as test"
+    )
+  info = DatasetInfo(
+    name=f"folder:{path}",
+    num_classes=len(class_names),
+    class_names=list(class_names),
+    multi_label=False,
+    has_boxes=False,
+    own_validation=own_validation,
+    description=description,
+  )
   return Splits(info, train, validation, test)
 
 
 # ----------------------------------------------------------------------------------------------------- entry
 
-def load(name: str, image_size: int, data_dir: str | None = None, house_numbers_config: str = "single",
-         house_numbers_sizes: dict | None = None, download: bool = False) -> Splits:
+
+def load(
+  name: str,
+  image_size: int,
+  data_dir: str | None = None,
+  house_numbers_config: str = "single",
+  house_numbers_sizes: dict | None = None,
+  download: bool = False,
+) -> Splits:
   """The splits of dataset `name` (see the module docstring) at `image_size`.
 
   house_numbers_sizes: {"train": n, "validation": n, "test": n} (generated; each size set has its own folder).
@@ -405,21 +513,42 @@ def load(name: str, image_size: int, data_dir: str | None = None, house_numbers_
   if name == "house_numbers":
     return _house_numbers_splits(house_numbers_config, image_size, data_dir, house_numbers_sizes)
   if name == "svhn":
-    info = DatasetInfo("svhn_cropped", 10, SVHN_CLASSES, multi_label=False, has_boxes=False,
-                       description="SVHN cropped digits (tfds svhn_cropped); validation carved from train")
-    return Splits(info, _svhn_source("train", data_dir, download, image_size, True), None,
-                  _svhn_source("test", data_dir, download, image_size, False))
+    info = DatasetInfo(
+      "svhn_cropped",
+      10,
+      SVHN_CLASSES,
+      multi_label=False,
+      has_boxes=False,
+      description="SVHN cropped digits (tfds svhn_cropped); validation carved from train",
+    )
+    return Splits(
+      info,
+      _svhn_source("train", data_dir, download, image_size, True),
+      None,
+      _svhn_source("test", data_dir, download, image_size, False),
+    )
   if name in ("voc2007", "voc2012"):
     year = name[3:]
     tfds_name = f"voc/{year}"
     train_split, test_split = ("train+validation", "test") if year == "2007" else ("train", "validation")
-    info = DatasetInfo(tfds_name, 20, VOC_CLASSES, multi_label=True, has_boxes=True, box_convention="voc",
-                       description=f"PASCAL VOC {year} (tfds {tfds_name}): train={train_split}, "
-                                   f"test={test_split}; validation carved from train")
-    return Splits(info, _voc_source(tfds_name, train_split, data_dir, download, image_size, True), None,
-                  _voc_source(tfds_name, test_split, data_dir, download, image_size, False))
+    info = DatasetInfo(
+      tfds_name,
+      20,
+      VOC_CLASSES,
+      multi_label=True,
+      has_boxes=True,
+      box_convention="voc",
+      description=f"PASCAL VOC {year} (tfds {tfds_name}): train={train_split}, "
+      f"test={test_split}; validation carved from train",
+    )
+    return Splits(
+      info,
+      _voc_source(tfds_name, train_split, data_dir, download, image_size, True),
+      None,
+      _voc_source(tfds_name, test_split, data_dir, download, image_size, False),
+    )
   if name.startswith("folder:"):
-    return _folder_splits(os.path.expanduser(name[len("folder:"):]), image_size)
+    return _folder_splits(os.path.expanduser(name[len("folder:") :]), image_size)
   raise ValueError(f"Unknown dataset {name!r}; choose one of {list(choices.DATASETS)}.")
 
 
@@ -432,9 +561,22 @@ def padded_eval_batches(ds: tf.data.Dataset, batch_size: int, num_classes: int, 
     e["boxes"], e["box_labels"] = e["boxes"][:MAX_BOXES], e["box_labels"][:MAX_BOXES]
     return e
 
-  return ds.map(clip).padded_batch(batch_size, padded_shapes={
-      "image": [None, None, 3], "label": label_shape, "boxes": [MAX_BOXES, 4], "box_labels": [MAX_BOXES],
-      "size": [2], "index": []}, padding_values={
-      "image": tf.constant(0, tf.uint8), "label": tf.constant(0, tf.float32 if multi_label else tf.int32),
-      "boxes": tf.constant(0.0), "box_labels": tf.constant(-1, tf.int32), "size": tf.constant(0, tf.int32),
-      "index": tf.constant(0, tf.int64)})
+  return ds.map(clip).padded_batch(
+    batch_size,
+    padded_shapes={
+      "image": [None, None, 3],
+      "label": label_shape,
+      "boxes": [MAX_BOXES, 4],
+      "box_labels": [MAX_BOXES],
+      "size": [2],
+      "index": [],
+    },
+    padding_values={
+      "image": tf.constant(0, tf.uint8),
+      "label": tf.constant(0, tf.float32 if multi_label else tf.int32),
+      "boxes": tf.constant(0.0),
+      "box_labels": tf.constant(-1, tf.int32),
+      "size": tf.constant(0, tf.int32),
+      "index": tf.constant(0, tf.int64),
+    },
+  )

@@ -36,8 +36,14 @@ def _candidates(n: int, order, exclude) -> np.ndarray:
   return order
 
 
-def single_label_subset(labels, n_per_class: int, seed: int | None = 0, exclude=None,
-                        num_classes: int | None = None, strict: bool = False) -> np.ndarray:
+def single_label_subset(
+  labels,
+  n_per_class: int,
+  seed: int | None = 0,
+  exclude=None,
+  num_classes: int | None = None,
+  strict: bool = False,
+) -> np.ndarray:
   """Indices of the first `n_per_class` images of each class, scanning in the `seed` order.
 
   Returns the chosen indices sorted ascending. `exclude`: indices never taken (e.g. validation).
@@ -57,8 +63,9 @@ def single_label_subset(labels, n_per_class: int, seed: int | None = 0, exclude=
   return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
 
 
-def balanced_multilabel_subset(label_matrix, n_per_class: int, fully_balanced: bool = True,
-                               seed: int | None = 0, exclude=None) -> np.ndarray:
+def balanced_multilabel_subset(
+  label_matrix, n_per_class: int, fully_balanced: bool = True, seed: int | None = 0, exclude=None
+) -> np.ndarray:
   """The authors' greedy balanced rule (`balancedMiniDataset`, docs/method.md §4.1), indices sorted ascending.
 
   Scan the images in the `seed` order (`None`: the split's own order, as the `pascal_voc` branch, which
@@ -86,8 +93,9 @@ def balanced_multilabel_subset(label_matrix, n_per_class: int, fully_balanced: b
 
 def carve_validation(num_examples: int, size: int, seed: int | None = 0, exclude=None) -> np.ndarray:
   """`size` indices drawn (seeded) from the training split for model selection; sorted ascending."""
-  order = _candidates(num_examples, seeded_order(num_examples, None if seed is None else seed + 7919),
-                      exclude)
+  order = _candidates(
+    num_examples, seeded_order(num_examples, None if seed is None else seed + 7919), exclude
+  )
   if size > len(order):
     raise ValueError(f"Cannot carve a validation set of {size} from {len(order)} training images.")
   return np.sort(order[:size])
@@ -116,13 +124,25 @@ class SplitPlan:
     return self
 
   def summary(self) -> dict:
-    return {"labeled": int(len(self.labeled)), "unlabeled": int(len(self.unlabeled)),
-            "validation_carved_from_train": int(len(self.validation)), "unlabeled_mode": self.unlabeled_mode}
+    return {
+      "labeled": int(len(self.labeled)),
+      "unlabeled": int(len(self.unlabeled)),
+      "validation_carved_from_train": int(len(self.validation)),
+      "unlabeled_mode": self.unlabeled_mode,
+    }
 
 
-def plan_splits(labels, n_per_class: int | None, seed: int = 0, multi_label: bool = False,
-                fully_balanced: bool = True, validation_size: int = 0, unlabeled_mode: str = "pool",
-                unlabeled_limit: int | None = None, num_classes: int | None = None) -> SplitPlan:
+def plan_splits(
+  labels,
+  n_per_class: int | None,
+  seed: int = 0,
+  multi_label: bool = False,
+  fully_balanced: bool = True,
+  validation_size: int = 0,
+  unlabeled_mode: str = "pool",
+  unlabeled_limit: int | None = None,
+  num_classes: int | None = None,
+) -> SplitPlan:
   """Labeled subset, unlabeled pool and (optionally) a validation set carved from the training split.
 
   labels: (N,) class ids, or (N, C) multi-hot when `multi_label`.

@@ -10,6 +10,7 @@ Attention variants (`attention=`), authors' `resolutionMatch` / `attentionMethod
 - `ig_mask` (attentionMethod 2): like `gb_mask` with Integrated Gradients instead of GB.
 Every map is computed in inference mode for the top-1 class of x (no gradient through it).
 """
+
 import collections
 
 import tensorflow as tf
@@ -25,24 +26,48 @@ from atcon_tf.maps.smoothgrad import smoothgrad
 ATTENTIONS = choices.ATTENTIONS
 
 ConsistencyResult = collections.namedtuple(
-    "ConsistencyResult", ["costs", "logits", "class_ids", "maps1", "maps2", "mask", "mask_logits"])
+  "ConsistencyResult", ["costs", "logits", "class_ids", "maps1", "maps2", "mask", "mask_logits"]
+)
 
 
-class ConsistencyConfig(collections.namedtuple(
+class ConsistencyConfig(
+  collections.namedtuple(
     "ConsistencyConfig",
-    ["attention", "similarity", "mask_intensity", "cam_mask_intensity", "ig_steps",
-     "smoothgrad_samples", "smoothgrad_noise"])):
+    [
+      "attention",
+      "similarity",
+      "mask_intensity",
+      "cam_mask_intensity",
+      "ig_steps",
+      "smoothgrad_samples",
+      "smoothgrad_noise",
+    ],
+  )
+):
   """Hyperparameters of the loss; defaults are the authors' (docs/method.md §3)."""
 
-  def __new__(cls, attention=choices.DEFAULT_ATTENTION, similarity=choices.DEFAULT_SIMILARITY,
-              mask_intensity=choices.MASK_INTENSITY, cam_mask_intensity=choices.CAM_MASK_INTENSITY,
-              ig_steps=choices.IG_STEPS, smoothgrad_samples=choices.SMOOTHGRAD_SAMPLES,
-              smoothgrad_noise=choices.SMOOTHGRAD_NOISE):
+  def __new__(
+    cls,
+    attention=choices.DEFAULT_ATTENTION,
+    similarity=choices.DEFAULT_SIMILARITY,
+    mask_intensity=choices.MASK_INTENSITY,
+    cam_mask_intensity=choices.CAM_MASK_INTENSITY,
+    ig_steps=choices.IG_STEPS,
+    smoothgrad_samples=choices.SMOOTHGRAD_SAMPLES,
+    smoothgrad_noise=choices.SMOOTHGRAD_NOISE,
+  ):
     choices.check("attention variant", attention, ATTENTIONS)
     choices.check("similarity", similarity, choices.SIMILARITIES)
-    return super().__new__(cls, attention, similarity, float(mask_intensity),
-                           float(cam_mask_intensity), int(ig_steps), int(smoothgrad_samples),
-                           float(smoothgrad_noise))
+    return super().__new__(
+      cls,
+      attention,
+      similarity,
+      float(mask_intensity),
+      float(cam_mask_intensity),
+      int(ig_steps),
+      int(smoothgrad_samples),
+      float(smoothgrad_noise),
+    )
 
 
 def _input_size(x):
@@ -91,8 +116,9 @@ def consistency_per_image(tapped, x, config=None, class_ids=None, **overrides):
     maps1 = processing.channel_magnitude(guided_backprop(tapped, x, classes))
     maps2 = processing.channel_magnitude(guided_backprop(tapped, _masked(x, mask), classes))
   else:  # smoothgrad
-    smooth = smoothgrad(tapped, x, classes, samples=config.smoothgrad_samples,
-                               noise_level=config.smoothgrad_noise)
+    smooth = smoothgrad(
+      tapped, x, classes, samples=config.smoothgrad_samples, noise_level=config.smoothgrad_noise
+    )
     maps1 = processing.resize_align_corners(cam, _input_size(x))
     maps2 = processing.channel_magnitude(smooth)
 

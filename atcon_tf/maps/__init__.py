@@ -1,4 +1,5 @@
 """Attention maps as pure TensorFlow functions: batched, tf.function-safe, differentiable."""
+
 from atcon_tf.maps.explanation import Explanation, displayed, explain
 from atcon_tf.maps.gradcam import GradCamResult, gradcam
 from atcon_tf.maps.guided_backprop import guided_backprop

@@ -9,6 +9,7 @@ conv -> GAP -> dense heads, Grad-CAM as well (`_guided_pass`); otherwise a separ
 consistency: for the authors' `gb_mask` variant, Grad-CAM of the GB-masked x and the similarity of the two
 CAMs (the same math as `losses.consistency_per_image`); other variants call the loss itself.
 """
+
 import collections
 
 import tensorflow as tf
@@ -22,19 +23,26 @@ from atcon_tf.maps import targets
 from atcon_tf.maps.gradcam import gradcam
 from atcon_tf.maps.guided_relu import guided_patches
 
-Explanation = collections.namedtuple("Explanation", [
-    "logits", "probabilities", "class_ids",
+Explanation = collections.namedtuple(
+  "Explanation",
+  [
+    "logits",
+    "probabilities",
+    "class_ids",
     "gradcam",  # (B, h, w) Grad-CAM without ReLU (as the loss uses it)
     "guided_backprop",  # (B, H, W) sum over channels of |guided backprop|
-    "mask", "mask_logits",  # (B, H, W) the ATCON soft mask sigmoid(w (G - sigma)) and its logits
+    "mask",
+    "mask_logits",  # (B, H, W) the ATCON soft mask sigmoid(w (G - sigma)) and its logits
     "consistency",  # (B,) -cost: higher = more consistent (Pearson r in [-1, 1] by default)
-])
+  ],
+)
 
 
 def _recording(fn, events):
   def call(*args, **kwargs):
     events.append("relu")
     return fn(*args, **kwargs)
+
   return call
 
 
@@ -70,13 +78,14 @@ def _guided_pass(tapped, x, target):
         logits = tapped.model(x, training=False)
     scores, classes = target(logits)
     total = tf.reduce_sum(scores)
-  exact = bool(captured) and "relu" not in events[len(events) - events[::-1].index("target"):]
+  exact = bool(captured) and "relu" not in events[len(events) - events[::-1].index("target") :]
   if not exact:
     return None, tape.gradient(total, x), logits, classes
   grads, gb = tape.gradient(total, [captured[-1], x])
   if grads is None:
-    raise ValueError(f"The logits do not depend on layer {tapped.target_layer_path!r}: "
-                     "choose another target layer.")
+    raise ValueError(
+      f"The logits do not depend on layer {tapped.target_layer_path!r}: choose another target layer."
+    )
   cam = tf.einsum("bhwk,bk->bhw", captured[-1], tf.reduce_mean(grads, axis=[1, 2]))
   return cam, gb, logits, classes
 

@@ -4,6 +4,7 @@ alpha_k = mean_{u,v} dz_c/dA_k[u,v];  cam = sum_k alpha_k A_k  (optionally ReLU'
 The ATCON loss uses the map without the ReLU, as the authors' code does. The inner
 tape's gradient is recorded by any outer tape, so the map is trainable.
 """
+
 import collections
 
 import tensorflow as tf
@@ -28,7 +29,8 @@ def gradcam(tapped, x, class_ids=None, relu=True, target=None):
   grads = tape.gradient(total, features)
   if grads is None:
     raise ValueError(
-        f"The logits do not depend on layer {tapped.target_layer_path!r}: choose another target layer.")
+      f"The logits do not depend on layer {tapped.target_layer_path!r}: choose another target layer."
+    )
   weights = tf.reduce_mean(grads, axis=[1, 2])
   cam = tf.einsum("bhwk,bk->bhw", features, weights)
   if relu:

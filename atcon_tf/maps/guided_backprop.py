@@ -1,4 +1,5 @@
 """Guided backpropagation of the target logit with respect to the input, differentiable."""
+
 import tensorflow as tf
 
 from atcon_tf.maps import targets

@@ -5,6 +5,7 @@ ReLUs such as ReLU6). The gradient function uses plain TF ops, so an outer
 `tf.GradientTape` differentiates through it: guided backprop stays trainable
 (second order), as the ATCON loss needs.
 """
+
 import contextlib
 
 import keras
@@ -21,9 +22,9 @@ def guided_relu(x, max_value=None, threshold=0.0):
     if max_value is None:
       outputs = tf.where(inputs > threshold, inputs, tf.zeros_like(inputs))
     else:
-      outputs = tf.where(inputs > threshold,
-                         tf.minimum(inputs, tf.cast(max_value, inputs.dtype)),
-                         tf.zeros_like(inputs))
+      outputs = tf.where(
+        inputs > threshold, tf.minimum(inputs, tf.cast(max_value, inputs.dtype)), tf.zeros_like(inputs)
+      )
 
     def grad(upstream):
       gate = tf.logical_and(inputs > threshold, upstream > 0)
@@ -72,8 +73,7 @@ def guided_patches(model):
     cap = _relu_like(activation)
     if cap is False:
       continue
-    patches.append(
-        (layer, "activation", lambda x, cap=cap: guided_relu(x, max_value=cap)))
+    patches.append((layer, "activation", lambda x, cap=cap: guided_relu(x, max_value=cap)))
   return patches
 
 

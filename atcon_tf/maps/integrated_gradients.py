@@ -4,6 +4,7 @@ IG = (x - b) * mean_{k=0..m} dz_c/dx (b + k/m (x - b)); zero baseline and m = 5 
 default (docs/method.md §8.7: the authors' code normalised over steps by mistake). All m+1
 points run as one batch.
 """
+
 import tensorflow as tf
 
 from atcon_tf.maps import targets

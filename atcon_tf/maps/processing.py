@@ -3,6 +3,7 @@
 All functions act on maps of shape (B, h, w) and reduce over the spatial axes only,
 so every example is processed on its own (server-side batching stays correct).
 """
+
 import tensorflow as tf
 
 
@@ -28,8 +29,7 @@ def zscore(maps):
   """(m - mean) / std_ddof1 per image; a constant map becomes all zeros."""
   std = spatial_std(maps)
   centered = maps - spatial_mean(maps)
-  return tf.where(std > 0, centered / tf.where(std > 0, std, tf.ones_like(std)),
-                  tf.zeros_like(centered))
+  return tf.where(std > 0, centered / tf.where(std > 0, std, tf.ones_like(std)), tf.zeros_like(centered))
 
 
 def channel_magnitude(attributions):
@@ -50,8 +50,9 @@ def soft_mask(saliency, intensity):
 
 def resize_align_corners(maps, size):
   """Bilinear resize with align_corners=True (torch's upsample_bilinear, the authors' mode 0)."""
-  resized = tf.raw_ops.ResizeBilinear(images=maps[..., None], size=size, align_corners=True,
-                                      half_pixel_centers=False)
+  resized = tf.raw_ops.ResizeBilinear(
+    images=maps[..., None], size=size, align_corners=True, half_pixel_centers=False
+  )
   return tf.cast(resized[..., 0], maps.dtype)
 
 
@@ -64,8 +65,10 @@ def average_pool_to(maps, size):
   height, width = maps.shape[1], maps.shape[2]
   h, w = size
   if None in (height, width, h, w) or height % h or width % w:
-    raise ValueError(f"Cannot average-pool maps of size {height}x{width} to {h}x{w}: the "
-                     "input size must be a known integer multiple of the Grad-CAM size.")
+    raise ValueError(
+      f"Cannot average-pool maps of size {height}x{width} to {h}x{w}: the "
+      "input size must be a known integer multiple of the Grad-CAM size."
+    )
   ratio = (height // h, width // w)
   return tf.nn.avg_pool2d(maps[..., None], ratio, ratio, "VALID")[..., 0]
 
@@ -80,5 +83,4 @@ def normalize_01(maps):
   lo = tf.reduce_min(maps, axis=[1, 2], keepdims=True)
   hi = tf.reduce_max(maps, axis=[1, 2], keepdims=True)
   span = hi - lo
-  return tf.where(span > 0, (maps - lo) / tf.where(span > 0, span, tf.ones_like(span)),
-                  tf.zeros_like(maps))
+  return tf.where(span > 0, (maps - lo) / tf.where(span > 0, span, tf.ones_like(span)), tf.zeros_like(maps))

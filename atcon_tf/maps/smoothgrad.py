@@ -4,6 +4,7 @@ Noise std = noise_level * (max - min) of each image. With `magnitude=True` the s
 gradients are averaged (PAIR saliency's definition). Noise comes from a stateless RNG
 so the map, and its gradient, are reproducible.
 """
+
 import tensorflow as tf
 
 from atcon_tf.maps.vanilla_gradients import input_gradients

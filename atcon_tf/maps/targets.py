@@ -4,6 +4,7 @@ A target maps logits (B, K) to `(scores (B,), class_ids (B,))`: the maps differe
 `class_ids` says which class each map is reported as. `ClassTarget` is the default (the top-1 class, or one
 given per example, -1 meaning top-1); `SumOfLogits` gives the class-agnostic map used as a baseline.
 """
+
 import tensorflow as tf
 
 

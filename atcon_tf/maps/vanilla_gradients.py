@@ -1,4 +1,5 @@
 """Plain input gradients d z_c / d x: the building block of IG and SmoothGrad."""
+
 import tensorflow as tf
 
 from atcon_tf.maps import targets

@@ -7,18 +7,55 @@ No TensorFlow here, so reading results or recomputing a table stays cheap.
 """
 
 from atcon_tf.metrics.bootstrap import (
-    BootstrapCI, bootstrap_ci, mcnemar_pvalue, paired_permutation_pvalue, pooled_bootstrap_pvalue)
+  BootstrapCI,
+  bootstrap_ci,
+  mcnemar_pvalue,
+  paired_permutation_pvalue,
+  pooled_bootstrap_pvalue,
+)
 from atcon_tf.metrics.classification import (
-    accuracy, macro_f1, macro_f1_multilabel, per_class_f1, per_class_f1_multilabel)
+  accuracy,
+  macro_f1,
+  macro_f1_multilabel,
+  per_class_f1,
+  per_class_f1_multilabel,
+)
 from atcon_tf.metrics.localization import (
-    binarize_cam, boxes_to_mask, energy_pointing_game, energy_pointing_game_batch, mask_iou,
-    pointing_game_batch, pointing_game_hit, upsample_nearest, voc_pixel_boxes, wsd_iou, wsd_iou_batch,
-    wsd_map)
+  binarize_cam,
+  boxes_to_mask,
+  energy_pointing_game,
+  energy_pointing_game_batch,
+  mask_iou,
+  pointing_game_batch,
+  pointing_game_hit,
+  upsample_nearest,
+  voc_pixel_boxes,
+  wsd_iou,
+  wsd_iou_batch,
+  wsd_map,
+)
 
 __all__ = [
-    "BootstrapCI", "bootstrap_ci", "mcnemar_pvalue", "paired_permutation_pvalue", "pooled_bootstrap_pvalue",
-    "accuracy", "macro_f1", "macro_f1_multilabel", "per_class_f1", "per_class_f1_multilabel",
-    "binarize_cam", "boxes_to_mask", "energy_pointing_game", "energy_pointing_game_batch", "mask_iou",
-    "pointing_game_batch", "pointing_game_hit", "upsample_nearest", "voc_pixel_boxes", "wsd_iou",
-    "wsd_iou_batch", "wsd_map",
+  "BootstrapCI",
+  "bootstrap_ci",
+  "mcnemar_pvalue",
+  "paired_permutation_pvalue",
+  "pooled_bootstrap_pvalue",
+  "accuracy",
+  "macro_f1",
+  "macro_f1_multilabel",
+  "per_class_f1",
+  "per_class_f1_multilabel",
+  "binarize_cam",
+  "boxes_to_mask",
+  "energy_pointing_game",
+  "energy_pointing_game_batch",
+  "mask_iou",
+  "pointing_game_batch",
+  "pointing_game_hit",
+  "upsample_nearest",
+  "voc_pixel_boxes",
+  "wsd_iou",
+  "wsd_iou_batch",
+  "wsd_map",
 ]

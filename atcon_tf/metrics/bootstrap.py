@@ -37,8 +37,9 @@ def _rows(data) -> tuple:
   return arrays
 
 
-def bootstrap_ci(metric_fn: Callable[..., float], *arrays, n_resamples: int = 1000, ci: float = 0.90,
-                 seed: int = 0) -> BootstrapCI:
+def bootstrap_ci(
+  metric_fn: Callable[..., float], *arrays, n_resamples: int = 1000, ci: float = 0.90, seed: int = 0
+) -> BootstrapCI:
   """Percentile bootstrap of `metric_fn(*arrays)`: resample rows with replacement `n_resamples` times."""
   arrays = _rows(arrays)
   n = len(arrays[0])
@@ -51,8 +52,9 @@ def bootstrap_ci(metric_fn: Callable[..., float], *arrays, n_resamples: int = 10
   return BootstrapCI(float(np.mean(reps)), float(lo), float(hi), float(metric_fn(*arrays)))
 
 
-def pooled_bootstrap_pvalue(metric_fn: Callable[..., float], data_a, data_b, n_resamples: int = 10000,
-                            seed: int = 0) -> float:
+def pooled_bootstrap_pvalue(
+  metric_fn: Callable[..., float], data_a, data_b, n_resamples: int = 10000, seed: int = 0
+) -> float:
   """`bstrap.bootstrap`'s two-sample p-value for H0 "both samples have the same metric".
 
   `data_a` / `data_b`: one array or a tuple of arrays passed as `metric_fn(*data)` (e.g. `(y_true, probs)`).
@@ -112,8 +114,15 @@ def _swapped(a: np.ndarray, b: np.ndarray, flip: np.ndarray) -> tuple:
   return np.where(f, b, a), np.where(f, a, b)
 
 
-def paired_permutation_pvalue(metric_fn: Callable[..., float], data_a, data_b, n_resamples: int = 10000,
-                              seed: int = 0, shared=(), exact: bool | None = None) -> float:
+def paired_permutation_pvalue(
+  metric_fn: Callable[..., float],
+  data_a,
+  data_b,
+  n_resamples: int = 10000,
+  seed: int = 0,
+  shared=(),
+  exact: bool | None = None,
+) -> float:
   """Sign-flip permutation test of H0 "models a and b are exchangeable on each image" (same images).
 
   The metric is `metric_fn(*shared, *data)`: `data_a` / `data_b` are model a's / b's per-image values (one
@@ -156,8 +165,10 @@ def paired_permutation_pvalue(metric_fn: Callable[..., float], data_a, data_b, n
     exact = d <= EXACT_MAX_ROWS and 2**d <= n_resamples
   if exact:
     if d > EXACT_MAX_ROWS:
-      raise ValueError(f"exact=True enumerates 2^d sign patterns; {d} images differ (at most "
-                       f"{EXACT_MAX_ROWS}): use the Monte Carlo path")
+      raise ValueError(
+        f"exact=True enumerates 2^d sign patterns; {d} images differ (at most "
+        f"{EXACT_MAX_ROWS}): use the Monte Carlo path"
+      )
     bits = np.arange(d)
     count = 0
     for pattern in range(2**d):

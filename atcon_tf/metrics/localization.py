@@ -85,8 +85,10 @@ def wsd_iou(cam_small: np.ndarray, boxes_pixels, image_size, map_size=None, thre
   (default `image_size`; the paper used 256 with boxes in original-image pixels). Pass the boxes of the class
   the paper picks (the predicted class if it is in the image). For exact VOC parity pass `voc_pixel_boxes`."""
   map_size = image_size if map_size is None else map_size
-  return mask_iou(binarize_cam(cam_small, map_size, threshold),
-                  boxes_to_mask(boxes_pixels, image_size, map_size, strict=True))
+  return mask_iou(
+    binarize_cam(cam_small, map_size, threshold),
+    boxes_to_mask(boxes_pixels, image_size, map_size, strict=True),
+  )
 
 
 def voc_pixel_boxes(bbox_normalized, image_size) -> np.ndarray:
@@ -107,8 +109,14 @@ def pointing_game_hit(saliency: np.ndarray, boxes_pixels, image_size=None, toler
   r, c = np.unravel_index(np.argmax(s), s.shape)
   y, x = (r + 0.5) * ih / h, (c + 0.5) * iw / w
   b = _boxes(boxes_pixels)
-  return bool(np.any((b[:, 0] - tolerance <= y) & (y <= b[:, 2] + tolerance)
-                     & (b[:, 1] - tolerance <= x) & (x <= b[:, 3] + tolerance)))
+  return bool(
+    np.any(
+      (b[:, 0] - tolerance <= y)
+      & (y <= b[:, 2] + tolerance)
+      & (b[:, 1] - tolerance <= x)
+      & (x <= b[:, 3] + tolerance)
+    )
+  )
 
 
 def energy_pointing_game(saliency: np.ndarray, boxes_pixels, image_size=None) -> float:
@@ -135,11 +143,13 @@ def wsd_iou_batch(cams_small, boxes_list, image_size, map_size=None, threshold: 
 
 def pointing_game_batch(saliencies, boxes_list, image_size=None, tolerance: float = 0.0) -> np.ndarray:
   """Boolean hits, one per (map, boxes of its class) pair; the mean is the pointing-game accuracy."""
-  return np.array([pointing_game_hit(s, b, image_size, tolerance) for s, b in zip(saliencies, boxes_list)],
-                  bool)
+  return np.array(
+    [pointing_game_hit(s, b, image_size, tolerance) for s, b in zip(saliencies, boxes_list)], bool
+  )
 
 
 def energy_pointing_game_batch(saliencies, boxes_list, image_size=None) -> np.ndarray:
   """`energy_pointing_game` per (map, boxes) pair."""
-  return np.array([energy_pointing_game(s, b, image_size) for s, b in zip(saliencies, boxes_list)],
-                  np.float64)
+  return np.array(
+    [energy_pointing_game(s, b, image_size) for s, b in zip(saliencies, boxes_list)], np.float64
+  )

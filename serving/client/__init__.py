@@ -14,6 +14,7 @@ prints the top classes of each image and writes Grad-CAM / guided-backprop overl
 Every gRPC failure is raised as `ServingError` (status code, details, the call, a hint).
 Modules: `api` (the client), `overlays` (attention maps over images, PNGs), `__main__` (the CLI).
 """
+
 from serving.client.api import BYTES_KEY
 from serving.client.api import CLASS_IDS_KEY
 from serving.client.api import IMAGES_KEY

@@ -1,7 +1,8 @@
 """The client's command line: top classes of each image, and Grad-CAM / guided-backprop overlays.
 
-  python -m serving.client --server=127.0.0.1:8500 --model=atcon --out_dir=overlays a.png b.jpg
+python -m serving.client --server=127.0.0.1:8500 --model=atcon --out_dir=overlays a.png b.jpg
 """
+
 import os
 import sys
 
@@ -17,13 +18,15 @@ def define_flags():
   flags.DEFINE_string("server", "127.0.0.1:8500", "host:port of TF Serving's gRPC API.")
   flags.DEFINE_string("model", None, "Model name.")
   flags.DEFINE_integer("version", None, "Model version (default: the latest).")
-  flags.DEFINE_string("signature", None, "Signature (default: predict_bytes, or "
-                      "explain_class_bytes with --class_id).")
+  flags.DEFINE_string(
+    "signature", None, "Signature (default: predict_bytes, or explain_class_bytes with --class_id)."
+  )
   flags.DEFINE_integer("class_id", None, "Explain this class instead of the top-1.")
   flags.DEFINE_integer("top_k", 3, "Classes to print per image.")
   flags.DEFINE_string("labels", None, "Text file with one class name per line.")
-  flags.DEFINE_string("out_dir", ".", "Where to write <image>_gradcam.png and "
-                      "<image>_guided_backprop.png overlays ('' = none).")
+  flags.DEFINE_string(
+    "out_dir", ".", "Where to write <image>_gradcam.png and <image>_guided_backprop.png overlays ('' = none)."
+  )
   flags.DEFINE_float("timeout", 30.0, "Seconds per call.")
   flags.DEFINE_integer("max_message_mb", 64, "Largest message sent or received.")
   flags.mark_flag_as_required("model")
@@ -41,8 +44,7 @@ def main(argv):
   class_ids = None if f.class_id is None else [f.class_id] * len(paths)
   with ServingClient(f.server, timeout=f.timeout, max_message_mb=f.max_message_mb) as client:
     try:
-      result = client.predict(paths, f.model, signature=f.signature, version=f.version,
-                              class_ids=class_ids)
+      result = client.predict(paths, f.model, signature=f.signature, version=f.version, class_ids=class_ids)
     except (ServingError, FileNotFoundError, ValueError) as e:
       print(f"error: {e}", file=sys.stderr)
       return 1
@@ -51,7 +53,7 @@ def main(argv):
   for i, path in enumerate(paths):
     parts = []
     if probabilities is not None:
-      order = np.argsort(-probabilities[i])[:f.top_k]
+      order = np.argsort(-probabilities[i])[: f.top_k]
       for c in order:
         name = labels[c] if labels and c < len(labels) else str(c)
         parts.append(f"{name} {probabilities[i, c]:.3f}")

@@ -9,6 +9,7 @@
 
 Every gRPC failure is raised as `ServingError` (status code, details, the call, a hint).
 """
+
 import collections.abc
 import json
 import os
@@ -32,25 +33,27 @@ CONTRACT_FIELD = layout.CONTRACT_METADATA_FIELD  # GetModelMetadata field of the
 BYTES_KEY = "images_bytes"
 CLASS_IDS_KEY = "class_ids"
 _CONTRACT_HINT_TF_SERVING = (
-    "real TF Serving only serves the 'signature_def' metadata field; the export's "
-    f"assets.extra/{layout.EXPORT_INFO_FILE} holds the contract (serving.export.load_contract(version_path))")
+  "real TF Serving only serves the 'signature_def' metadata field; the export's "
+  f"assets.extra/{layout.EXPORT_INFO_FILE} holds the contract (serving.export.load_contract(version_path))"
+)
 _CONTRACT_HINT_NO_CONTRACT = (
-    f"this export records no contract: the export's assets.extra/{layout.EXPORT_INFO_FILE} holds it once the "
-    "model is re-exported with serving.export")
+  f"this export records no contract: the export's assets.extra/{layout.EXPORT_INFO_FILE} holds it once the "
+  "model is re-exported with serving.export"
+)
 _STATE_NAMES = dict(get_model_status_pb2.ModelVersionStatus.State.items())
 _STATE_NAMES = {v: k for k, v in _STATE_NAMES.items()}
 
 _HINTS = {
-    grpc.StatusCode.UNAVAILABLE: "is a model server running and listening at {target}?",
-    grpc.StatusCode.DEADLINE_EXCEEDED: "no answer within timeout={timeout}s; raise the timeout, or "
-                                       "send smaller batches",
-    grpc.StatusCode.RESOURCE_EXHAUSTED: "a message exceeded the size limit (client "
-                                        "max_message_mb={max_message_mb}); raise it or send "
-                                        "smaller batches",
-    grpc.StatusCode.NOT_FOUND: "check the model name and version (client.status(model) lists "
-                               "the loaded versions)",
-    grpc.StatusCode.FAILED_PRECONDITION: "check the signature name (client.metadata(model) "
-                                         "lists the signatures)",
+  grpc.StatusCode.UNAVAILABLE: "is a model server running and listening at {target}?",
+  grpc.StatusCode.DEADLINE_EXCEEDED: "no answer within timeout={timeout}s; raise the timeout, or "
+  "send smaller batches",
+  grpc.StatusCode.RESOURCE_EXHAUSTED: "a message exceeded the size limit (client "
+  "max_message_mb={max_message_mb}); raise it or send "
+  "smaller batches",
+  grpc.StatusCode.NOT_FOUND: "check the model name and version (client.status(model) lists "
+  "the loaded versions)",
+  grpc.StatusCode.FAILED_PRECONDITION: "check the signature name (client.metadata(model) "
+  "lists the signatures)",
 }
 
 
@@ -88,8 +91,9 @@ class Prediction(collections.abc.Mapping):
 
   def __repr__(self):
     shapes = ", ".join(f"{k}: {v.dtype}{list(v.shape)}" for k, v in sorted(self.outputs.items()))
-    return f"Prediction(model={self.model!r}, version={self.version}, " \
-           f"signature={self.signature!r}, {{{shapes}}})"
+    return (
+      f"Prediction(model={self.model!r}, version={self.version}, signature={self.signature!r}, {{{shapes}}})"
+    )
 
 
 def _is_encoded_input(images):
@@ -120,14 +124,12 @@ def read_encoded(images):
 class ServingClient:
   """Client of TF Serving's PredictionService and ModelService over one gRPC channel."""
 
-  def __init__(self, target="127.0.0.1:8500", timeout=30.0, max_message_mb=64,
-               credentials=None):
+  def __init__(self, target="127.0.0.1:8500", timeout=30.0, max_message_mb=64, credentials=None):
     self.target = target
     self.timeout = float(timeout)
     self.max_message_mb = max_message_mb
     limit = int(max_message_mb * 1024 * 1024)
-    options = [("grpc.max_send_message_length", limit),
-               ("grpc.max_receive_message_length", limit)]
+    options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
     if credentials is None:
       self._channel = grpc.insecure_channel(target, options=options)
     else:
@@ -154,8 +156,7 @@ class ServingClient:
       details = e.details() if callable(getattr(e, "details", None)) else str(e)
       hint = _HINTS.get(code)
       if hint:
-        hint = hint.format(target=self.target, timeout=self.timeout,
-                           max_message_mb=self.max_message_mb)
+        hint = hint.format(target=self.target, timeout=self.timeout, max_message_mb=self.max_message_mb)
       raise ServingError(code, details, call, self.target, hint) from None
 
   @staticmethod
@@ -181,18 +182,21 @@ class ServingClient:
     Internal signatures (names starting with '__') are left out.
     """
     request = get_model_metadata_pb2.GetModelMetadataRequest(
-        model_spec=self.model_spec(model, version, version_label=version_label),
-        metadata_field=["signature_def"])
-    response = self._call(self._predictions.GetModelMetadata, request,
-                          f"GetModelMetadata(model={model!r})")
+      model_spec=self.model_spec(model, version, version_label=version_label),
+      metadata_field=["signature_def"],
+    )
+    response = self._call(self._predictions.GetModelMetadata, request, f"GetModelMetadata(model={model!r})")
     signature_map = get_model_metadata_pb2.SignatureDefMap()
     response.metadata["signature_def"].Unpack(signature_map)
 
     def describe(infos):
       out = {}
       for alias, info in sorted(infos.items()):
-        shape = None if info.tensor_shape.unknown_rank else [
-            None if d.size < 0 else int(d.size) for d in info.tensor_shape.dim]
+        shape = (
+          None
+          if info.tensor_shape.unknown_rank
+          else [None if d.size < 0 else int(d.size) for d in info.tensor_shape.dim]
+        )
         out[alias] = {"dtype": tensors.dtype_name(info.dtype), "shape": shape}
       return out
 
@@ -200,11 +204,16 @@ class ServingClient:
     for key, signature_def in sorted(signature_map.signature_def.items()):
       if key.startswith("__"):
         continue
-      signatures[key] = {"method": signature_def.method_name,
-                         "inputs": describe(signature_def.inputs),
-                         "outputs": describe(signature_def.outputs)}
-    return {"model": response.model_spec.name, "version": response.model_spec.version.value,
-            "signatures": signatures}
+      signatures[key] = {
+        "method": signature_def.method_name,
+        "inputs": describe(signature_def.inputs),
+        "outputs": describe(signature_def.outputs),
+      }
+    return {
+      "model": response.model_spec.name,
+      "version": response.model_spec.version.value,
+      "signatures": signatures,
+    }
 
   def contract(self, model, version=None, version_label=None):
     """The `ServingContract` (as a dict) the served version was exported with.
@@ -217,8 +226,8 @@ class ServingClient:
     """
     call = f"GetModelMetadata(model={model!r}, metadata_field={CONTRACT_FIELD!r})"
     request = get_model_metadata_pb2.GetModelMetadataRequest(
-        model_spec=self.model_spec(model, version, version_label=version_label),
-        metadata_field=[CONTRACT_FIELD])
+      model_spec=self.model_spec(model, version, version_label=version_label), metadata_field=[CONTRACT_FIELD]
+    )
     try:
       response = self._call(self._predictions.GetModelMetadata, request, call)
     except ServingError as e:
@@ -229,19 +238,30 @@ class ServingClient:
       raise
     value = wrappers_pb2.StringValue()
     if CONTRACT_FIELD not in response.metadata or not response.metadata[CONTRACT_FIELD].Unpack(value):
-      raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"the answer holds no {CONTRACT_FIELD!r} StringValue",
-                         call, self.target, _CONTRACT_HINT_TF_SERVING)
+      raise ServingError(
+        grpc.StatusCode.UNIMPLEMENTED,
+        f"the answer holds no {CONTRACT_FIELD!r} StringValue",
+        call,
+        self.target,
+        _CONTRACT_HINT_TF_SERVING,
+      )
     return json.loads(value.value)
 
   def status(self, model, version=None, version_label=None):
     """[{'version', 'state' ('AVAILABLE', 'LOADING', 'END', ...), 'error_code', 'error_message'}]."""
     request = get_model_status_pb2.GetModelStatusRequest(
-        model_spec=self.model_spec(model, version, version_label=version_label))
-    response = self._call(self._models.GetModelStatus, request,
-                          f"GetModelStatus(model={model!r})")
-    return [{"version": s.version, "state": _STATE_NAMES.get(s.state, str(s.state)),
-             "error_code": s.status.error_code, "error_message": s.status.error_message}
-            for s in response.model_version_status]
+      model_spec=self.model_spec(model, version, version_label=version_label)
+    )
+    response = self._call(self._models.GetModelStatus, request, f"GetModelStatus(model={model!r})")
+    return [
+      {
+        "version": s.version,
+        "state": _STATE_NAMES.get(s.state, str(s.state)),
+        "error_code": s.status.error_code,
+        "error_message": s.status.error_message,
+      }
+      for s in response.model_version_status
+    ]
 
   def wait_until_available(self, model, version=None, timeout=60.0, poll=0.2):
     """Blocks until `model` (a given version, or any) is AVAILABLE; returns its status."""
@@ -259,8 +279,10 @@ class ServingClient:
           raise
         last = e
       if time.monotonic() > deadline:
-        raise TimeoutError(f"Model {model!r} (version {version}) not available on {self.target} "
-                           f"after {timeout:.0f} s; last answer: {last}")
+        raise TimeoutError(
+          f"Model {model!r} (version {version}) not available on {self.target} "
+          f"after {timeout:.0f} s; last answer: {last}"
+        )
       time.sleep(poll)
 
   def _input_spec(self, model, version, signature):
@@ -274,8 +296,17 @@ class ServingClient:
     self._signature_cache[key] = (spec, time.monotonic())
     return spec
 
-  def predict_request(self, images, model, signature=None, version=None, output_filter=None,
-                      class_ids=None, version_label=None, input_spec=None):
+  def predict_request(
+    self,
+    images,
+    model,
+    signature=None,
+    version=None,
+    output_filter=None,
+    class_ids=None,
+    version_label=None,
+    input_spec=None,
+  ):
     """The PredictRequest that `predict` sends (see there).
 
     input_spec: {'dtype', 'shape'} of the `images` input (from `metadata`): arrays are cast
@@ -304,24 +335,25 @@ class ServingClient:
         values = _cast_pixels(values, input_dtype)
       if input_spec and input_spec.get("shape") is not None:
         _check_shape(values.shape, input_spec["shape"], signature)
-    request = predict_pb2.PredictRequest(
-        model_spec=self.model_spec(model, version, signature, version_label))
+    request = predict_pb2.PredictRequest(model_spec=self.model_spec(model, version, signature, version_label))
     request.inputs[key].CopyFrom(tensors.to_tensor_proto(values))
     if class_ids is not None:
       ids = np.asarray(class_ids, np.int32).reshape(-1)
       if ids.size == 1 and batch != 1:
         ids = np.full(batch, ids[0], np.int32)
       if ids.size != batch:
-        raise ValueError(f"{ids.size} class_ids for {batch} images: pass one per image "
-                         "(-1 = top-1 class) or a single one for all.")
+        raise ValueError(
+          f"{ids.size} class_ids for {batch} images: pass one per image "
+          "(-1 = top-1 class) or a single one for all."
+        )
       request.inputs[CLASS_IDS_KEY].CopyFrom(tensors.to_tensor_proto(ids))
     if output_filter:
-      request.output_filter.extend([output_filter] if isinstance(output_filter, str)
-                                   else list(output_filter))
+      request.output_filter.extend([output_filter] if isinstance(output_filter, str) else list(output_filter))
     return request
 
-  def predict(self, images, model, signature=None, version=None, output_filter=None,
-              class_ids=None, version_label=None):
+  def predict(
+    self, images, model, signature=None, version=None, output_filter=None, class_ids=None, version_label=None
+  ):
     """Runs a signature; returns a `Prediction` (dict of NumPy arrays, + model/version).
 
     images: a (B, H, W, C) array (or list of HxWxC arrays) of raw pixels, or image file paths /
@@ -339,31 +371,43 @@ class ServingClient:
         input_spec = self._input_spec(model, version, signature or default)
       except ServingError:
         input_spec = None  # Let Predict report the problem with its own status.
-    request = self.predict_request(images, model, signature, version, output_filter, class_ids,
-                                   version_label, input_spec)
-    response = self._call(self._predictions.Predict, request,
-                          f"Predict(model={model!r}, signature={request.model_spec.signature_name!r})")
+    request = self.predict_request(
+      images, model, signature, version, output_filter, class_ids, version_label, input_spec
+    )
+    response = self._call(
+      self._predictions.Predict,
+      request,
+      f"Predict(model={model!r}, signature={request.model_spec.signature_name!r})",
+    )
     outputs = {alias: tensors.to_numpy(proto) for alias, proto in response.outputs.items()}
-    return Prediction(outputs, response.model_spec.name, response.model_spec.version.value,
-                      response.model_spec.signature_name or request.model_spec.signature_name)
+    return Prediction(
+      outputs,
+      response.model_spec.name,
+      response.model_spec.version.value,
+      response.model_spec.signature_name or request.model_spec.signature_name,
+    )
 
 
 def _check_shape(shape, expected, signature):
   fixed = "[" + ", ".join("?" if d is None else str(d) for d in expected) + "]"
   if len(shape) != len(expected) or any(
-      want is not None and got != want for got, want in zip(shape, expected)):
-    raise ValueError(f"Images of shape {list(shape)} do not fit signature {signature!r}, which "
-                     f"takes {fixed} (a batch of images: add a batch axis for one image).")
+    want is not None and got != want for got, want in zip(shape, expected)
+  ):
+    raise ValueError(
+      f"Images of shape {list(shape)} do not fit signature {signature!r}, which "
+      f"takes {fixed} (a batch of images: add a batch axis for one image)."
+    )
   if shape and shape[0] == 0:
     raise ValueError("No images to send (empty batch).")
 
 
 def _cast_pixels(values, dtype):
   if dtype == "uint8" and values.dtype != np.uint8:
-    if values.size and (values.min() < 0 or values.max() > 255 or
-                        not np.all(np.equal(np.mod(values, 1), 0))):
-      raise ValueError(f"The model takes uint8 raw pixels (0..255); got {values.dtype} values in "
-                       f"[{values.min()}, {values.max()}]. Send integer pixel values.")
+    if values.size and (values.min() < 0 or values.max() > 255 or not np.all(np.equal(np.mod(values, 1), 0))):
+      raise ValueError(
+        f"The model takes uint8 raw pixels (0..255); got {values.dtype} values in "
+        f"[{values.min()}, {values.max()}]. Send integer pixel values."
+      )
     return values.astype(np.uint8)
   if dtype == "float32" and values.dtype != np.float32:
     return values.astype(np.float32)

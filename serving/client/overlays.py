@@ -1,4 +1,5 @@
 """Attention maps drawn over their input images, and written as PNG files."""
+
 import os
 
 import numpy as np
@@ -26,7 +27,8 @@ def overlay(image, attention, alpha=0.5, weighted=False):
     image = np.repeat(image[..., None], 3, axis=-1)
   height, width = image.shape[:2]
   resized = Image.fromarray(np.asarray(attention, np.float32), mode="F").resize(
-      (width, height), Image.BILINEAR)
+    (width, height), Image.BILINEAR
+  )
   values = np.clip(np.asarray(resized), 0.0, 1.0)
   heat = _jet(values).astype(np.float32)
   weight = alpha * (values[..., None] if weighted else 1.0)
@@ -47,7 +49,8 @@ def write_overlays(image_path, result, index, out_dir):
     if key not in result:
       continue
     path = os.path.join(out_dir, f"{stem}_{key}.png")
-    Image.fromarray(overlay(rgb, result[key][index], alpha=0.5 if not weighted else 0.9,
-                            weighted=weighted)).save(path)
+    Image.fromarray(
+      overlay(rgb, result[key][index], alpha=0.5 if not weighted else 0.9, weighted=weighted)
+    ).save(path)
     written.append(path)
   return written

@@ -5,6 +5,7 @@ settings come from the model's recorded `ServingContract` (trainers.finetune rec
 it saves). An argument given explicitly wins over the record and is logged; a model that records no
 preprocessing and gets none is refused (a guessed one serves wrong predictions without a word).
 """
+
 import datetime
 import logging
 import os
@@ -22,20 +23,26 @@ def _geometry(model, image_size):
   """((height, width), channels) of the served images: the model's input, or `image_size` if it takes any."""
   shape = tuple(model.inputs[0].shape) if getattr(model, "inputs", None) else None
   if shape is None or len(shape) != 4:
-    raise ValueError(f"Expected a model taking images (batch, height, width, channels), got input shape {shape}.")
+    raise ValueError(
+      f"Expected a model taking images (batch, height, width, channels), got input shape {shape}."
+    )
   _, height, width, channels = shape
   if channels is None:
     raise ValueError("The model's input has an unknown number of channels.")
   if image_size is not None:
-    image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
+    image_size = (
+      (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
+    )
     if len(image_size) != 2 or min(image_size) < 1:
       raise ValueError(f"image_size must be an int or (height, width), got {image_size!r}.")
     for got, want, what in ((height, image_size[0], "height"), (width, image_size[1], "width")):
       if got is not None and got != want:
         raise ValueError(f"image_size {image_size} does not match the model's input {what} {got}.")
   elif height is None or width is None:
-    raise ValueError("The model takes images of any size: pass image_size=(height, width) to fix the size of "
-                     "the served signatures.")
+    raise ValueError(
+      "The model takes images of any size: pass image_size=(height, width) to fix the size of "
+      "the served signatures."
+    )
   else:
     image_size = (int(height), int(width))
   return image_size, int(channels)
@@ -67,9 +74,23 @@ def resolve_contract(model_or_path, contract=None, image_size=None, **overrides)
   return loaded, resolved, channels, num_classes
 
 
-def export_model(model_or_path, export_dir, name, version=None, image_size=None, preprocessing=None,
-                 target_layer=None, mask_intensity=None, attention=None, similarity=None, class_names=None,
-                 multi_label=None, contract=None, warmup=True, input_dtype="float32"):
+def export_model(
+  model_or_path,
+  export_dir,
+  name,
+  version=None,
+  image_size=None,
+  preprocessing=None,
+  target_layer=None,
+  mask_intensity=None,
+  attention=None,
+  similarity=None,
+  class_names=None,
+  multi_label=None,
+  contract=None,
+  warmup=True,
+  input_dtype="float32",
+):
   """Exports a classifier to `export_dir/name/version/` for TF Serving; returns that path.
 
   Args:
@@ -96,9 +117,17 @@ def export_model(model_or_path, export_dir, name, version=None, image_size=None,
   if input_dtype not in signatures.INPUT_DTYPES:
     raise ValueError(f"input_dtype must be one of {signatures.INPUT_DTYPES}, got {input_dtype!r}.")
   loaded, resolved, channels, num_classes = resolve_contract(
-      model_or_path, contract, image_size, preprocessing=preprocessing, target_layer=target_layer,
-      mask_intensity=mask_intensity, attention=attention, similarity=similarity, class_names=class_names,
-      multi_label=multi_label)
+    model_or_path,
+    contract,
+    image_size,
+    preprocessing=preprocessing,
+    target_layer=target_layer,
+    mask_intensity=mask_intensity,
+    attention=attention,
+    similarity=similarity,
+    class_names=class_names,
+    multi_label=multi_label,
+  )
   if resolved.preprocessing == "none" and input_dtype == "uint8":
     raise ValueError("preprocessing='none' feeds the input to the model as is: use input_dtype='float32'.")
   base_path = os.path.join(os.fspath(export_dir), name)
@@ -110,25 +139,25 @@ def export_model(model_or_path, export_dir, name, version=None, image_size=None,
   from atcon_tf import preprocessing as preprocessing_lib
 
   info = {
-      "name": name,
-      "contract": resolved.to_json(),
-      # Flat copies of the contract fields clients read most (older clients read these keys).
-      "image_size": list(resolved.image_size),
-      "channels": channels,
-      "input_dtype": input_dtype,
-      "preprocessing": resolved.preprocessing,
-      "preprocessing_formula": preprocessing_lib.get(resolved.preprocessing).formula,
-      "num_classes": num_classes,
-      "class_names": None if resolved.class_names is None else list(resolved.class_names),
-      "output_activation": tapped.output_activation,
-      "target_layer": resolved.target_layer,
-      "mask_intensity": resolved.mask_intensity,
-      "signatures": list(signatures.SIGNATURES),
-      "source": loaded.path,
-      "model_name": loaded.classifier.name,
-      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "tensorflow_version": tf.__version__,
-      "keras_version": keras.__version__,
+    "name": name,
+    "contract": resolved.to_json(),
+    # Flat copies of the contract fields clients read most (older clients read these keys).
+    "image_size": list(resolved.image_size),
+    "channels": channels,
+    "input_dtype": input_dtype,
+    "preprocessing": resolved.preprocessing,
+    "preprocessing_formula": preprocessing_lib.get(resolved.preprocessing).formula,
+    "num_classes": num_classes,
+    "class_names": None if resolved.class_names is None else list(resolved.class_names),
+    "output_activation": tapped.output_activation,
+    "target_layer": resolved.target_layer,
+    "mask_intensity": resolved.mask_intensity,
+    "signatures": list(signatures.SIGNATURES),
+    "source": loaded.path,
+    "model_name": loaded.classifier.name,
+    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "tensorflow_version": tf.__version__,
+    "keras_version": keras.__version__,
   }
 
   def write(staged):

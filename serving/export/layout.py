@@ -1,4 +1,5 @@
 """TF Serving's folder layout: `BASE/VERSION/` SavedModels, published atomically, plus our info file."""
+
 import json
 import os
 import re

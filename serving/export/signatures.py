@@ -10,6 +10,7 @@ SavedModel signatures cannot have optional inputs (TF Serving requires every inp
 signature), hence the separate `explain_class*` signatures for an explicit class.
 The preprocessing of the model's contract runs inside every graph.
 """
+
 SIGNATURES = ("serving_default", "explain_class", "predict", "predict_bytes", "explain_class_bytes")
 IMAGES_KEY = "images"
 BYTES_KEY = "images_bytes"
@@ -48,11 +49,17 @@ def build_archive(tapped, contract, channels, input_dtype, num_classes):
   archive.track(tapped.model)
   archive.add_endpoint("serving_default", explain, input_signature=[images_spec])
   archive.add_endpoint("explain_class", explain, input_signature=[images_spec, class_spec])
-  archive.add_endpoint("predict", lambda images: graphs.predict_outputs(tapped, model_input(images)),
-                       input_signature=[images_spec])
-  archive.add_endpoint("predict_bytes", lambda images_bytes: explain(decode(images_bytes)),
-                       input_signature=[bytes_spec])
-  archive.add_endpoint("explain_class_bytes", lambda images_bytes, class_ids: explain(decode(images_bytes),
-                                                                                      class_ids),
-                       input_signature=[bytes_spec, class_spec])
+  archive.add_endpoint(
+    "predict",
+    lambda images: graphs.predict_outputs(tapped, model_input(images)),
+    input_signature=[images_spec],
+  )
+  archive.add_endpoint(
+    "predict_bytes", lambda images_bytes: explain(decode(images_bytes)), input_signature=[bytes_spec]
+  )
+  archive.add_endpoint(
+    "explain_class_bytes",
+    lambda images_bytes, class_ids: explain(decode(images_bytes), class_ids),
+    input_signature=[bytes_spec, class_spec],
+  )
   return archive

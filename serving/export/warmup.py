@@ -2,6 +2,7 @@
 
 So the first real request does not pay for graph set-up (TF Serving and `serving.server` both replay it).
 """
+
 import io
 import os
 
@@ -32,11 +33,11 @@ def _records(image_size, channels, input_dtype, name=""):
   class_ids = np.array([-1], np.int32)
   images_key, bytes_key, class_key = signatures.IMAGES_KEY, signatures.BYTES_KEY, signatures.CLASS_IDS_KEY
   inputs = {
-      "serving_default": {images_key: images},
-      "explain_class": {images_key: images, class_key: class_ids},
-      "predict": {images_key: images},
-      "predict_bytes": {bytes_key: encoded},
-      "explain_class_bytes": {bytes_key: encoded, class_key: class_ids},
+    "serving_default": {images_key: images},
+    "explain_class": {images_key: images, class_key: class_ids},
+    "predict": {images_key: images},
+    "predict_bytes": {bytes_key: encoded},
+    "explain_class_bytes": {bytes_key: encoded, class_key: class_ids},
   }
   records = []
   for signature in signatures.SIGNATURES:

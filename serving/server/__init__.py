@@ -24,6 +24,7 @@ Modules, one job each:
 - `services`: the gRPC servicers and `LocalServer`.
 - `__main__`: the command line.
 """
+
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is first imported.

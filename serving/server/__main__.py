@@ -6,6 +6,7 @@
 Prints `Serving NAMES on HOST:PORT (gRPC, TF Serving API)` once the models are loaded (with
 --port=0 the port is any free one); SIGINT / SIGTERM stop it.
 """
+
 import logging
 import signal
 import threading
@@ -39,19 +40,25 @@ def main(argv):
   absl_logging.set_verbosity(absl_logging.WARNING)  # TF's loading chatter.
   log.setLevel(logging.INFO)  # Loads, swaps and unloads of versions.
   try:
-    server_config = server_config_from_flags(f.model_name, f.model_base_path,
-                                             f.model_config_file)
+    server_config = server_config_from_flags(f.model_name, f.model_base_path, f.model_config_file)
   except ValueError as e:
     raise SystemExit(str(e)) from None
-  server = LocalServer(server_config, host=f.host, port=f.port,
-                       poll_seconds=f.file_system_poll_wait_seconds,
-                       max_message_mb=f.max_message_mb, threads=f.threads, warmup=f.warmup)
+  server = LocalServer(
+    server_config,
+    host=f.host,
+    port=f.port,
+    poll_seconds=f.file_system_poll_wait_seconds,
+    max_message_mb=f.max_message_mb,
+    threads=f.threads,
+    warmup=f.warmup,
+  )
   server.start()
   done = threading.Event()
   for signum in (signal.SIGINT, signal.SIGTERM):
     signal.signal(signum, lambda *_: done.set())
-  print(f"Serving {', '.join(server.manager.model_names())} on {server.target} "
-        f"(gRPC, TF Serving API)", flush=True)
+  print(
+    f"Serving {', '.join(server.manager.model_names())} on {server.target} (gRPC, TF Serving API)", flush=True
+  )
   done.wait()
   server.stop()
 

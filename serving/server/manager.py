@@ -6,6 +6,7 @@ the latest; an unknown model or version is NOT_FOUND, as TF Serving. A backgroun
 a new version, replays its warm-up requests, then swaps it in atomically; the old version is
 unloaded after its in-flight requests finish.
 """
+
 import collections
 import contextlib
 import logging
@@ -120,8 +121,11 @@ class ModelManager:
 
   def _poll_model(self, state):
     config = state.config
-    on_disk = {v: p for v, p in export_lib.version_dirs(config.base_path).items()
-               if os.path.isfile(os.path.join(p, "saved_model.pb"))}
+    on_disk = {
+      v: p
+      for v, p in export_lib.version_dirs(config.base_path).items()
+      if os.path.isfile(os.path.join(p, "saved_model.pb"))
+    }
     if not on_disk:
       if not state.available:
         log.warning("No versions of model %s found under %s", config.name, config.base_path)
@@ -149,14 +153,17 @@ class ModelManager:
       log.info("Serving %s version %d from %s", config.name, version, on_disk[version])
     with self._lock:
       keep_old = not (wanted & set(state.available))  # Availability first: never go empty.
-      retired = [] if keep_old else [
-          state.available.pop(v) for v in sorted(set(state.available) - wanted)]
+      retired = [] if keep_old else [state.available.pop(v) for v in sorted(set(state.available) - wanted)]
       for servable in retired:
         state.states[servable.version] = _status(State.UNLOADING)
     for servable in retired:  # New requests no longer see it; let in-flight ones finish.
       if not servable.wait_idle(self.unload_timeout):
-        log.warning("%s version %d still busy after %.0f s; dropping it", servable.name,
-                    servable.version, self.unload_timeout)
+        log.warning(
+          "%s version %d still busy after %.0f s; dropping it",
+          servable.name,
+          servable.version,
+          self.unload_timeout,
+        )
       with self._lock:
         state.states[servable.version] = _status(State.END)
       log.info("Unloaded %s version %d", servable.name, servable.version)
@@ -175,24 +182,24 @@ class ModelManager:
         version = model_spec.version.value
         servable = state.available.get(version) if state else None
         if servable is None:
-          raise ServingError(grpc.StatusCode.NOT_FOUND,
-                             f"Servable not found for request: Specific({name}, {version})")
+          raise ServingError(
+            grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Specific({name}, {version})"
+          )
       elif which == "version_label":
         label = model_spec.version_label
         if state is None:
-          raise ServingError(grpc.StatusCode.NOT_FOUND,
-                             f"Servable not found for request: Latest({name})")
+          raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})")
         if label not in state.config.version_labels:
           raise invalid(f"Unrecognized servable version label: {label}")
         version = state.config.version_labels[label]
         servable = state.available.get(version)
         if servable is None:
-          raise ServingError(grpc.StatusCode.NOT_FOUND,
-                             f"Servable not found for request: Specific({name}, {version})")
+          raise ServingError(
+            grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Specific({name}, {version})"
+          )
       else:
         if not state or not state.available:
-          raise ServingError(grpc.StatusCode.NOT_FOUND,
-                             f"Servable not found for request: Latest({name})")
+          raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})")
         servable = state.available[max(state.available)]
       servable.acquire_unlocked()  # Under the manager lock: it cannot be retired meanwhile.
     try:
@@ -207,8 +214,7 @@ class ModelManager:
     with self._lock:
       state = self._models.get(name)
       if state is None or not state.states:
-        raise ServingError(grpc.StatusCode.NOT_FOUND,
-                           f"Could not find any versions of model {name}")
+        raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
       states = dict(state.states)
       if model_spec.WhichOneof("version_choice") == "version_label":
         label = model_spec.version_label
@@ -221,8 +227,7 @@ class ModelManager:
         wanted = None
     if wanted is not None:
       if wanted not in states:
-        raise ServingError(grpc.StatusCode.NOT_FOUND,
-                           f"Could not find version {wanted} of model {name}")
+        raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find version {wanted} of model {name}")
       states = {wanted: states[wanted]}
     return sorted(states.items(), reverse=True)
 
@@ -246,6 +251,7 @@ def server_config_from_flags(model_name=None, model_base_path=None, model_config
   base_path = os.path.abspath(model_base_path)
   name = model_name or os.path.basename(base_path.rstrip(os.sep))
   return model_server_config_pb2.ModelServerConfig(
-      model_config_list=model_server_config_pb2.ModelConfigList(
-          config=[config_lib.model_config(name, base_path)]))
-
+    model_config_list=model_server_config_pb2.ModelConfigList(
+      config=[config_lib.model_config(name, base_path)]
+    )
+  )

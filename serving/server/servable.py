@@ -4,6 +4,7 @@ Requests name a `signature_name` (default `serving_default`) and may pass an `ou
 an unknown signature is FAILED_PRECONDITION, as TF Serving's predict_util.cc. Before a version
 is served, its warm-up requests (`assets.extra/tf_serving_warmup_requests`) are replayed.
 """
+
 import collections
 import os
 import threading
@@ -91,8 +92,7 @@ class Servable:
     key = key or DEFAULT_SIGNATURE
     found = self.signatures.get(key)
     if found is None:
-      raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
-                         f"Serving signature key \"{key}\" not found.")
+      raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, f"Serving signature key \"{key}\" not found.")
     return found
 
   def predict(self, request):
@@ -100,10 +100,12 @@ class Servable:
     arrays = validation.parse_inputs(signature, request.inputs)  # TF Serving's order: inputs first.
     output_filter = validation.check_output_filter(signature, request.output_filter)
     if signature.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
-      raise ServingError(grpc.StatusCode.INTERNAL,
-                         f"Expected prediction signature method_name to be one of "
-                         f"{{{PREDICT_METHOD}, {CLASSIFY_METHOD}, {REGRESS_METHOD}}}. Was: "
-                         f"{signature.method_name}")
+      raise ServingError(
+        grpc.StatusCode.INTERNAL,
+        f"Expected prediction signature method_name to be one of "
+        f"{{{PREDICT_METHOD}, {CLASSIFY_METHOD}, {REGRESS_METHOD}}}. Was: "
+        f"{signature.method_name}",
+      )
     return signature.key, signature.run(arrays, output_filter)
 
   def warm_up(self):

@@ -7,6 +7,7 @@ metadata_field "atcon_contract" (the export's `ServingContract` as JSON), which 
 Outputs are sent as `tensor_content` (raw bytes). The server binds 127.0.0.1 by default.
 Not implemented (TF Serving only): server-side batching, Regress, MultiInference, the REST API.
 """
+
 import json
 import logging
 from concurrent import futures
@@ -52,10 +53,12 @@ def _contract(servable):
   """The export's recorded contract as a JSON StringValue; FAILED_PRECONDITION for exports without one."""
   contract = (servable.export_info or {}).get("contract")
   if contract is None:
-    raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
-                       f"Model {servable.name} version {servable.version} records no ATCON contract "
-                       f"(its export has no \"contract\" in assets.extra/{export_lib.EXPORT_INFO_FILE}); "
-                       "re-export it with serving.export.")
+    raise ServingError(
+      grpc.StatusCode.FAILED_PRECONDITION,
+      f"Model {servable.name} version {servable.version} records no ATCON contract "
+      f"(its export has no \"contract\" in assets.extra/{export_lib.EXPORT_INFO_FILE}); "
+      "re-export it with serving.export.",
+    )
   return wrappers_pb2.StringValue(value=json.dumps(contract, sort_keys=True))
 
 
@@ -77,7 +80,6 @@ def _guarded(method):
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-
   def __init__(self, manager):
     self.manager = manager
 
@@ -86,7 +88,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     with self.manager.acquire(request.model_spec) as servable:
       signature_name, outputs = servable.predict(request)
       response = predict_pb2.PredictResponse(
-          model_spec=_model_spec(servable.name, servable.version, signature_name))
+        model_spec=_model_spec(servable.name, servable.version, signature_name)
+      )
       for alias, array in outputs.items():
         response.outputs[alias].CopyFrom(tensors.to_tensor_proto(array))
       return response
@@ -102,7 +105,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         raise invalid(f"Metadata field {field} is not supported")
     with self.manager.acquire(request.model_spec) as servable:
       response = get_model_metadata_pb2.GetModelMetadataResponse(
-          model_spec=_model_spec(servable.name, servable.version))
+        model_spec=_model_spec(servable.name, servable.version)
+      )
       if SIGNATURE_DEF_FIELD in fields:
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         for key, signature_def in servable.signature_defs.items():
@@ -118,8 +122,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     with self.manager.acquire(request.model_spec) as servable:
       signature = servable.signature(request.model_spec.signature_name)
       if signature.method_name != CLASSIFY_METHOD:
-        raise invalid(f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
-                      f"Was: {signature.method_name}")
+        raise invalid(
+          f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
+          f"Was: {signature.method_name}"
+        )
       kind = request.input.WhichOneof("kind")
       if kind == "example_list":
         examples = [e.SerializeToString() for e in request.input.example_list.examples]
@@ -139,10 +145,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         raise invalid("Classification signature must have exactly one input named 'inputs'")
       array = np.empty(len(examples), dtype=object)
       array[:] = examples
-      outputs = signature.run({"inputs": array}, [k for k in ("classes", "scores")
-                                                   if k in signature.outputs])
+      outputs = signature.run({"inputs": array}, [k for k in ("classes", "scores") if k in signature.outputs])
       response = classification_pb2.ClassificationResponse(
-          model_spec=_model_spec(servable.name, servable.version, signature.key))
+        model_spec=_model_spec(servable.name, servable.version, signature.key)
+      )
       scores = outputs.get("scores")
       classes = outputs.get("classes")
       rows = len(scores if scores is not None else classes)
@@ -152,25 +158,25 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         for j in range(width):
           entry = result.classes.add()
           if classes is not None:
-            entry.label = classes[i, j].decode() if isinstance(classes[i, j], bytes) else str(
-                classes[i, j])
+            entry.label = classes[i, j].decode() if isinstance(classes[i, j], bytes) else str(classes[i, j])
           if scores is not None:
             entry.score = float(scores[i, j])
       return response
 
   @_guarded
   def Regress(self, request, context):
-    raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                       "Regress is not implemented by the local server (use TF Serving).")
+    raise ServingError(
+      grpc.StatusCode.UNIMPLEMENTED, "Regress is not implemented by the local server (use TF Serving)."
+    )
 
   @_guarded
   def MultiInference(self, request, context):
-    raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                       "MultiInference is not implemented by the local server (use TF Serving).")
+    raise ServingError(
+      grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not implemented by the local server (use TF Serving)."
+    )
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-
   def __init__(self, manager):
     self.manager = manager
 
@@ -191,26 +197,38 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
       raise invalid(str(e)) from None
     self.manager.poll()
     return model_management_pb2.ReloadConfigResponse(
-        status=status_pb2.StatusProto(error_code=error_codes_pb2.OK))
+      status=status_pb2.StatusProto(error_code=error_codes_pb2.OK)
+    )
 
 
 # --- running ------------------------------------------------------------------------------
 class LocalServer:
   """The gRPC server and its model manager. `start()` loads the models, then listens."""
 
-  def __init__(self, server_config, host="127.0.0.1", port=8500, poll_seconds=1.0,
-               max_message_mb=64, threads=8, warmup=True):
+  def __init__(
+    self,
+    server_config,
+    host="127.0.0.1",
+    port=8500,
+    poll_seconds=1.0,
+    max_message_mb=64,
+    threads=8,
+    warmup=True,
+  ):
     self.manager = ModelManager(server_config, poll_seconds=poll_seconds, warmup=warmup)
     limit = int(max_message_mb * 1024 * 1024)
     self.server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
-        options=[("grpc.max_send_message_length", limit),
-                 ("grpc.max_receive_message_length", limit),
-                 ("grpc.so_reuseport", 0)])
+      futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
+      options=[
+        ("grpc.max_send_message_length", limit),
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.so_reuseport", 0),
+      ],
+    )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(self.manager), self.server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.manager),
-                                                             self.server)
+      PredictionService(self.manager), self.server
+    )
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.manager), self.server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     self.port = self.server.add_insecure_port(address)
     if not self.port:
@@ -229,4 +247,3 @@ class LocalServer:
   def stop(self, grace=5.0):
     self.server.stop(grace).wait()
     self.manager.stop()
-

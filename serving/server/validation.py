@@ -5,6 +5,7 @@ consistency, empty batch, class-id range, encoded-image headers): a wrong-rank i
 the whole process in oneDNN, and this server must never crash. Messages and status codes are
 TF Serving's: input-set mismatches and bad output filters are INVALID_ARGUMENT.
 """
+
 import grpc
 
 from serving import export as export_lib
@@ -33,8 +34,11 @@ def tf_error(error, signature):
   message = getattr(error, "message", None) or str(error)
   noise = ("Graph execution error", "Detected at node", "<stack traces unavailable>")
   lines = [line.strip() for line in message.splitlines()]
-  gist = [line for line in lines if line and not line.startswith(noise) and
-          not line.startswith("[[") and not line.startswith("[Op:")]
+  gist = [
+    line
+    for line in lines
+    if line and not line.startswith(noise) and not line.startswith("[[") and not line.startswith("[Op:")
+  ]
   return ServingError(code, f"signature '{signature}' failed: " + (" ".join(gist) or message))
 
 
@@ -47,8 +51,10 @@ def check_output_filter(signature, output_filter):
   seen = set()
   for alias in output_filter:
     if alias not in signature.outputs:
-      raise invalid(f"output tensor alias not found in signature: {alias} Outputs expected to "
-                    f"be in the set {{{','.join(sorted(signature.outputs))}}}.")
+      raise invalid(
+        f"output tensor alias not found in signature: {alias} Outputs expected to "
+        f"be in the set {{{','.join(sorted(signature.outputs))}}}."
+      )
     if alias in seen:
       raise invalid(f"duplicate output tensor alias: {alias}")
     seen.add(alias)
@@ -60,20 +66,25 @@ def parse_inputs(signature, proto_inputs):
   if len(proto_inputs) != len(signature.inputs):
     sent, expected = set(proto_inputs), set(signature.inputs)
     raise invalid(
-        f"input size does not match signature: {len(sent)}!={len(expected)} "
-        f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
-        f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
-        f"Missing but required: {{{','.join(sorted(expected - sent))}}}.")
+      f"input size does not match signature: {len(sent)}!={len(expected)} "
+      f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
+      f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
+      f"Missing but required: {{{','.join(sorted(expected - sent))}}}."
+    )
   arrays = {}
   for alias in sorted(proto_inputs):
     if alias not in signature.inputs:
-      raise invalid(f"input tensor alias not found in signature: {alias}. Inputs expected to "
-                    f"be in the set {{{','.join(sorted(signature.inputs))}}}.")
+      raise invalid(
+        f"input tensor alias not found in signature: {alias}. Inputs expected to "
+        f"be in the set {{{','.join(sorted(signature.inputs))}}}."
+      )
     proto = proto_inputs[alias]
     spec = signature.inputs[alias]
     if proto.dtype != spec.dtype:
-      raise invalid(f"input '{alias}' has dtype {tensors.dtype_name(proto.dtype)} but signature "
-                    f"'{signature.key}' expects {tensors.dtype_name(spec.dtype)}.")
+      raise invalid(
+        f"input '{alias}' has dtype {tensors.dtype_name(proto.dtype)} but signature "
+        f"'{signature.key}' expects {tensors.dtype_name(spec.dtype)}."
+      )
     try:
       array = tensors.to_numpy(proto)
     except (tensors.TensorParseError, ValueError, TypeError) as e:
@@ -89,25 +100,33 @@ def _check_shape(signature, alias, shape, spec):
   if spec.shape is None:
     return
   if len(shape) != len(spec.shape):
-    raise invalid(f"input '{alias}' has rank {len(shape)} (shape {list(shape)}) but signature "
-                  f"'{signature.key}' expects rank {len(spec.shape)} {_fmt_shape(spec.shape)}.")
+    raise invalid(
+      f"input '{alias}' has rank {len(shape)} (shape {list(shape)}) but signature "
+      f"'{signature.key}' expects rank {len(spec.shape)} {_fmt_shape(spec.shape)}."
+    )
   for axis, (got, want) in enumerate(zip(shape, spec.shape)):
     if want is not None and got != want:
-      raise invalid(f"input '{alias}' has shape {list(shape)} but signature '{signature.key}' "
-                    f"expects {_fmt_shape(spec.shape)} (dimension {axis} must be {want}).")
+      raise invalid(
+        f"input '{alias}' has shape {list(shape)} but signature '{signature.key}' "
+        f"expects {_fmt_shape(spec.shape)} (dimension {axis} must be {want})."
+      )
 
 
 def _check_batch(signature, arrays):
-  batch = {alias: a.shape[0] for alias, a in arrays.items()
-           if a.ndim >= 1 and signature.inputs[alias].shape and
-           signature.inputs[alias].shape[0] is None}
+  batch = {
+    alias: a.shape[0]
+    for alias, a in arrays.items()
+    if a.ndim >= 1 and signature.inputs[alias].shape and signature.inputs[alias].shape[0] is None
+  }
   if len(set(batch.values())) > 1:
-    raise invalid("inputs have different batch sizes: " +
-                  ", ".join(f"{alias}={size}" for alias, size in sorted(batch.items())) + ".")
+    raise invalid(
+      "inputs have different batch sizes: "
+      + ", ".join(f"{alias}={size}" for alias, size in sorted(batch.items()))
+      + "."
+    )
   for alias, size in batch.items():
     if size == 0:
-      raise invalid(f"input '{alias}' is an empty batch (dimension 0 is 0): send at least one "
-                    "example.")
+      raise invalid(f"input '{alias}' is an empty batch (dimension 0 is 0): send at least one example.")
 
 
 def _check_values(signature, arrays):
@@ -118,14 +137,18 @@ def _check_values(signature, arrays):
   if class_ids is not None and signature.num_classes:
     bad = (class_ids < -1) | (class_ids >= signature.num_classes)
     if bad.any():
-      raise invalid(f"class_ids {class_ids[bad].tolist()} out of range: each must be in "
-                    f"[0, {signature.num_classes}) or -1 (top-1 class).")
+      raise invalid(
+        f"class_ids {class_ids[bad].tolist()} out of range: each must be in "
+        f"[0, {signature.num_classes}) or -1 (top-1 class)."
+      )
   encoded = arrays.get(export_lib.BYTES_KEY)
   if encoded is not None:
     for i, data in enumerate(encoded.reshape(-1)):
       if not data:
-        raise invalid(f"{export_lib.BYTES_KEY}[{i}] is empty: expected an encoded JPEG, PNG, "
-                      "GIF or BMP image.")
+        raise invalid(
+          f"{export_lib.BYTES_KEY}[{i}] is empty: expected an encoded JPEG, PNG, GIF or BMP image."
+        )
       if not data.startswith(_IMAGE_MAGIC):
-        raise invalid(f"{export_lib.BYTES_KEY}[{i}] is not a JPEG, PNG, GIF or BMP image "
-                      f"(starts with {data[:8]!r}).")
+        raise invalid(
+          f"{export_lib.BYTES_KEY}[{i}] is not a JPEG, PNG, GIF or BMP image (starts with {data[:8]!r})."
+        )

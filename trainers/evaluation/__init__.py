@@ -11,7 +11,13 @@ One job per module:
 
 from trainers.evaluation.grid import save_examples_grid
 from trainers.evaluation.options import (
-    CI_LEVEL, MEAN_PVALUE_RESAMPLES, PVALUE_TESTS, EvalOptions, loss_config, preprocessing_for)
+  CI_LEVEL,
+  MEAN_PVALUE_RESAMPLES,
+  PVALUE_TESTS,
+  EvalOptions,
+  loss_config,
+  preprocessing_for,
+)
 from trainers.evaluation.outputs import model_outputs
 from trainers.evaluation.per_image import per_image_metrics
 from trainers.evaluation.pipeline import evaluate_models
@@ -19,7 +25,18 @@ from trainers.evaluation.statistics import TESTS, compare, summary_metrics
 from trainers.evaluation.table import format_table
 
 __all__ = [
-    "CI_LEVEL", "MEAN_PVALUE_RESAMPLES", "PVALUE_TESTS", "TESTS", "EvalOptions", "compare", "evaluate_models",
-    "format_table", "loss_config", "model_outputs", "per_image_metrics", "preprocessing_for",
-    "save_examples_grid", "summary_metrics",
+  "CI_LEVEL",
+  "MEAN_PVALUE_RESAMPLES",
+  "PVALUE_TESTS",
+  "TESTS",
+  "EvalOptions",
+  "compare",
+  "evaluate_models",
+  "format_table",
+  "loss_config",
+  "model_outputs",
+  "per_image_metrics",
+  "preprocessing_for",
+  "save_examples_grid",
+  "summary_metrics",
 ]

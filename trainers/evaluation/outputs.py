@@ -21,8 +21,15 @@ def _map_functions(tapped, size, config):
   @tf.function(input_signature=[spec])
   def explain(x):
     e = maps.explain(tapped, x, config=config)
-    return {"logits": e.logits, "probs": e.probabilities, "pred": e.class_ids, "cam": e.gradcam,
-            "guided_backprop": e.guided_backprop, "mask": e.mask, "consistency": e.consistency}
+    return {
+      "logits": e.logits,
+      "probs": e.probabilities,
+      "pred": e.class_ids,
+      "cam": e.gradcam,
+      "guided_backprop": e.guided_backprop,
+      "mask": e.mask,
+      "consistency": e.consistency,
+    }
 
   @tf.function(input_signature=[spec, tf.TensorSpec([None], tf.int32)])
   def class_cam(x, class_ids):
@@ -35,8 +42,9 @@ def _map_functions(tapped, size, config):
   return explain, class_cam, agnostic_cam
 
 
-def model_outputs(loaded, ds, info, preprocessing: str, config, batch_size: int = 64,
-                  num_examples: int = 0) -> dict:
+def model_outputs(
+  loaded, ds, info, preprocessing: str, config, batch_size: int = 64, num_examples: int = 0
+) -> dict:
   """Per-image outputs of `loaded` (a `loading.LoadedModel`) over canonical elements `ds`.
 
   Keys: logits, probs, pred (top-1), cam (raw Grad-CAM of the top-1 class, the WSD IoU's map), consistency
@@ -57,8 +65,9 @@ def model_outputs(loaded, ds, info, preprocessing: str, config, batch_size: int 
   explain, class_cam, agnostic_cam = _map_functions(tapped, size, config)
 
   per_image = ("logits", "probs", "pred", "cam", "consistency", "label", "size", "index")
-  out = {k: [] for k in per_image + ("boxes", "box_labels", "pair_image", "pair_class", "pair_cam",
-                                     "agnostic_cam")}
+  out = {
+    k: [] for k in per_image + ("boxes", "box_labels", "pair_image", "pair_class", "pair_cam", "agnostic_cam")
+  }
   examples = {k: [] for k in ("image", "label", "pred", "probs", "cam", "guided_backprop", "mask")}
   offset = 0
   batches = datasets.padded_eval_batches(ds, batch_size, info.num_classes, info.multi_label)
@@ -96,9 +105,15 @@ def model_outputs(loaded, ds, info, preprocessing: str, config, batch_size: int 
   if offset == 0:
     raise ValueError("The test set is empty.")
   result = {k: np.concatenate(out[k]) for k in per_image}
-  result.update(boxes=out["boxes"], box_labels=out["box_labels"], pair_cam=out["pair_cam"],
-                agnostic_cam=out["agnostic_cam"], input_size=size, target_layer=tapped.target_layer_path,
-                pair_image=np.asarray(out["pair_image"], np.int64),
-                pair_class=np.asarray(out["pair_class"], np.int64),
-                examples={k: np.concatenate(v) if v else None for k, v in examples.items()})
+  result.update(
+    boxes=out["boxes"],
+    box_labels=out["box_labels"],
+    pair_cam=out["pair_cam"],
+    agnostic_cam=out["agnostic_cam"],
+    input_size=size,
+    target_layer=tapped.target_layer_path,
+    pair_image=np.asarray(out["pair_image"], np.int64),
+    pair_class=np.asarray(out["pair_class"], np.int64),
+    examples={k: np.concatenate(v) if v else None for k, v in examples.items()},
+  )
   return result

@@ -40,9 +40,12 @@ def wsd_iou(out: dict, correct: np.ndarray, info, seed: int = 20) -> np.ndarray:
       continue
     c = int(pred[i]) if correct[i] else int(box_labels[rng.integers(len(box_labels))])
     size = tuple(int(v) for v in out["size"][i])
-    iou[i] = localization.wsd_iou(out["cam"][i], datasets.wsd_boxes(boxes[box_labels == c], size,
-                                                                    info.box_convention),
-                                  size, map_size=out["input_size"])
+    iou[i] = localization.wsd_iou(
+      out["cam"][i],
+      datasets.wsd_boxes(boxes[box_labels == c], size, info.box_convention),
+      size,
+      map_size=out["input_size"],
+    )
   return iou
 
 
@@ -61,15 +64,21 @@ def pointing_games(out: dict, info) -> dict:
     random_share.append(localization.boxes_to_mask(boxes, size, strict=False).mean())  # expected hit rate
     agnostic.append(localization.pointing_game_hit(out["agnostic_cam"][i], boxes, size))
   as_array = lambda v: np.asarray(v, np.float64)  # noqa: E731
-  return {"pointing_game": as_array(hits), "energy_pointing_game": as_array(energy),
-          "pointing_centre_baseline": as_array(centre), "pointing_random_baseline": as_array(random_share),
-          "pointing_agnostic_baseline": as_array(agnostic)}
+  return {
+    "pointing_game": as_array(hits),
+    "energy_pointing_game": as_array(energy),
+    "pointing_centre_baseline": as_array(centre),
+    "pointing_random_baseline": as_array(random_share),
+    "pointing_agnostic_baseline": as_array(agnostic),
+  }
 
 
 def per_image_metrics(out: dict, info, seed: int = 20) -> dict:
   """correct and consistency per image; with boxes also wsd_iou per image and the pointing games per pair."""
-  per = {"correct": correctness(out, info.multi_label),
-         "consistency": np.asarray(out["consistency"], np.float64)}
+  per = {
+    "correct": correctness(out, info.multi_label),
+    "consistency": np.asarray(out["consistency"], np.float64),
+  }
   if info.has_boxes:
     per["wsd_iou"] = wsd_iou(out, per["correct"], info, seed)
     per.update(pointing_games(out, info))

@@ -8,8 +8,9 @@ from trainers.evaluation import grid, options as options_lib, outputs as outputs
 from trainers.evaluation.options import CI_LEVEL, EvalOptions
 
 
-def evaluate_models(models: dict, ds, info, preprocessing: str | None = None,
-                    options: EvalOptions | None = None, grid_path=None) -> dict:
+def evaluate_models(
+  models: dict, ds, info, preprocessing: str | None = None, options: EvalOptions | None = None, grid_path=None
+) -> dict:
   """Evaluates `models` ({name: model, ATCONModel, model file, run folder or `loading.LoadedModel`}) on
   canonical elements `ds`.
 
@@ -22,8 +23,10 @@ def evaluate_models(models: dict, ds, info, preprocessing: str | None = None,
   if not models:
     raise ValueError("No models to evaluate.")
   options = options or EvalOptions()
-  loaded = {name: model if isinstance(model, loading.LoadedModel) else loading.load_model(model)
-            for name, model in models.items()}
+  loaded = {
+    name: model if isinstance(model, loading.LoadedModel) else loading.load_model(model)
+    for name, model in models.items()
+  }
   config, source = options_lib.loss_config({n: m.contract for n, m in loaded.items()}, options.loss)
   used = {n: options_lib.preprocessing_for(n, m.contract, preprocessing) for n, m in loaded.items()}
   keep = options.num_grid_images if grid_path else 0
@@ -33,26 +36,40 @@ def evaluate_models(models: dict, ds, info, preprocessing: str | None = None,
     pers[name] = per_image.per_image_metrics(outs[name], info)
   names = list(models)
   results = {
-      "dataset": info.name, "ci": CI_LEVEL, "bootstrap_resamples": options.bootstrap,
-      "loss": {**config._asdict(), "source": source},
-      "preprocessing": used[names[0]] if len(set(used.values())) == 1 else dict(used),
-      "num_images": int(len(outs[names[0]]["pred"])),
-      "num_pointing_pairs": int(len(outs[names[0]]["pair_image"])),
-      "models": {name: {"path": loaded[name].path, "preprocessing": used[name],
-                        "target_layer": outs[name]["target_layer"],
-                        "metrics": statistics.summary_metrics(outs[name], pers[name], info, options)}
-                 for name in names}}
+    "dataset": info.name,
+    "ci": CI_LEVEL,
+    "bootstrap_resamples": options.bootstrap,
+    "loss": {**config._asdict(), "source": source},
+    "preprocessing": used[names[0]] if len(set(used.values())) == 1 else dict(used),
+    "num_images": int(len(outs[names[0]]["pred"])),
+    "num_pointing_pairs": int(len(outs[names[0]]["pair_image"])),
+    "models": {
+      name: {
+        "path": loaded[name].path,
+        "preprocessing": used[name],
+        "target_layer": outs[name]["target_layer"],
+        "metrics": statistics.summary_metrics(outs[name], pers[name], info, options),
+      }
+      for name in names
+    },
+  }
   if len(names) >= 2:
     a, b = names[0], names[-1]
     metrics = statistics.compare(outs[a], pers[a], outs[b], pers[b], info, options)
-    results["comparison"] = {"a": a, "b": b, "difference": "b - a", "pvalue_test": options.pvalue_test,
-                             "tests": {k: v["test"] for k, v in metrics.items() if v.get("test")},
-                             "metrics": metrics}
+    results["comparison"] = {
+      "a": a,
+      "b": b,
+      "difference": "b - a",
+      "pvalue_test": options.pvalue_test,
+      "tests": {k: v["test"] for k, v in metrics.items() if v.get("test")},
+      "metrics": metrics,
+    }
     if "wsd_iou" in pers[a]:  # each model's IoU on the images both classify correctly
       both = statistics.both_correct(pers[a], pers[b])
       for name in (a, b):
-        results["models"][name]["metrics"]["wsd_iou_both_correct"] = statistics.wsd_iou_ci(pers[name], both,
-                                                                                          options)
+        results["models"][name]["metrics"]["wsd_iou_both_correct"] = statistics.wsd_iou_ci(
+          pers[name], both, options
+        )
   if keep > 0:
     results["grid"] = grid.save_examples_grid(outs, info, os.fspath(grid_path), keep)
   return results

@@ -14,9 +14,9 @@ import numpy as np
 from trainers.evaluation.options import CI_LEVEL, MEAN_PVALUE_RESAMPLES, EvalOptions
 
 TESTS = {  # name stored in the results -> how tables describe it
-    "mcnemar": "exact McNemar test",
-    "sign_flip": "paired sign-flip permutation test",
-    "pooled_bootstrap": "the authors' pooled two-sample bootstrap test (bstrap)",
+  "mcnemar": "exact McNemar test",
+  "sign_flip": "paired sign-flip permutation test",
+  "pooled_bootstrap": "the authors' pooled two-sample bootstrap test (bstrap)",
 }
 
 
@@ -26,8 +26,13 @@ def _ci(fn, *arrays, options: EvalOptions) -> dict:
   if len(arrays[0]) == 0:
     return {"mean": None, "lower": None, "upper": None, "estimate": None, "n": 0}
   ci = bootstrap_ci(fn, *arrays, n_resamples=options.bootstrap, ci=CI_LEVEL, seed=options.seed)
-  return {"mean": ci.mean, "lower": ci.lower, "upper": ci.upper, "estimate": ci.estimate,
-          "n": int(len(arrays[0]))}
+  return {
+    "mean": ci.mean,
+    "lower": ci.lower,
+    "upper": ci.upper,
+    "estimate": ci.estimate,
+    "n": int(len(arrays[0])),
+  }
 
 
 def _nanmean(a) -> float:
@@ -77,8 +82,11 @@ def _same_images(out_a: dict, out_b: dict) -> None:
   """A paired test is only valid when row i is the same image (and pair) for both models."""
   same = np.array_equal(out_a["index"], out_b["index"])
   if "pair_image" in out_a:
-    same = same and np.array_equal(out_a["pair_image"], out_b["pair_image"]) and np.array_equal(
-        out_a["pair_class"], out_b["pair_class"])
+    same = (
+      same
+      and np.array_equal(out_a["pair_image"], out_b["pair_image"])
+      and np.array_equal(out_a["pair_class"], out_b["pair_class"])
+    )
   if not same:
     raise ValueError("The two models were not evaluated on the same images in the same order.")
 
@@ -106,32 +114,42 @@ def compare(out_a, per_a, out_b, per_b, info, options: EvalOptions) -> dict:
 
   def mean_metric(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return {"difference": float(b.mean() - a.mean()) if len(a) else None,
-            **test(np.mean, (a,), (b,), MEAN_PVALUE_RESAMPLES)}
+    return {
+      "difference": float(b.mean() - a.mean()) if len(a) else None,
+      **test(np.mean, (a,), (b,), MEAN_PVALUE_RESAMPLES),
+    }
 
   result = {}
   ca, cb = per_a["correct"], per_b["correct"]
   key = "top1_in_labels" if info.multi_label else "accuracy"
   if paired:
-    result[key] = {"difference": float(cb.mean() - ca.mean()), "p_value": mcnemar_pvalue(ca > 0, cb > 0),
-                   "test": "mcnemar", "resamples": None,
-                   "only_a_correct": int(np.count_nonzero((ca > 0) & ~(cb > 0))),
-                   "only_b_correct": int(np.count_nonzero(~(ca > 0) & (cb > 0)))}
+    result[key] = {
+      "difference": float(cb.mean() - ca.mean()),
+      "p_value": mcnemar_pvalue(ca > 0, cb > 0),
+      "test": "mcnemar",
+      "resamples": None,
+      "only_a_correct": int(np.count_nonzero((ca > 0) & ~(cb > 0))),
+      "only_b_correct": int(np.count_nonzero(~(ca > 0) & (cb > 0))),
+    }
   else:
     result[key] = mean_metric(ca, cb)
   f1, values = _macro_f1(info)
   labels = out_a["label"]
-  result["macro_f1"] = {"difference": float(f1(labels, out_b[values]) - f1(labels, out_a[values])),
-                        **test(f1, (out_a[values],), (out_b[values],), options.pvalue_resamples,
-                               shared=(labels,))}
+  result["macro_f1"] = {
+    "difference": float(f1(labels, out_b[values]) - f1(labels, out_a[values])),
+    **test(f1, (out_a[values],), (out_b[values],), options.pvalue_resamples, shared=(labels,)),
+  }
   if "wsd_iou" in per_a:
     both = both_correct(per_a, per_b)
     ia, ib = per_a["wsd_iou"][both], per_b["wsd_iou"][both]
     finite = np.isfinite(ia) & np.isfinite(ib)
     ia, ib = ia[finite], ib[finite]
-    result["wsd_iou"] = {**mean_metric(ia, ib), "n_both_correct": int(len(ia)),
-                         "a_on_both_correct": float(ia.mean()) if len(ia) else None,
-                         "b_on_both_correct": float(ib.mean()) if len(ib) else None}
+    result["wsd_iou"] = {
+      **mean_metric(ia, ib),
+      "n_both_correct": int(len(ia)),
+      "a_on_both_correct": float(ia.mean()) if len(ia) else None,
+      "b_on_both_correct": float(ib.mean()) if len(ib) else None,
+    }
     for key in ("pointing_game", "energy_pointing_game"):
       result[key] = mean_metric(per_a[key], per_b[key])
   result["consistency"] = mean_metric(per_a["consistency"], per_b["consistency"])

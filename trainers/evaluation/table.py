@@ -4,15 +4,28 @@ from __future__ import annotations
 
 from trainers.evaluation.statistics import TESTS
 
-ROWS = (("accuracy", "accuracy"), ("top1_in_labels", "top-1 in labels"), ("macro_f1", "macro-F1"),
-        ("wsd_iou", "WSD IoU (own correct)"), ("wsd_iou_both_correct", "WSD IoU (both correct)"),
-        ("pointing_game", "pointing game"), ("energy_pointing_game", "energy pointing"),
-        ("pointing_centre_baseline", "  baseline: centre"),
-        ("pointing_random_baseline", "  baseline: random pt"),
-        ("pointing_agnostic_baseline", "  baseline: agnostic"), ("consistency", "consistency (-L_atcon)"))
-COMPARED = (("accuracy", "accuracy"), ("top1_in_labels", "top-1 in labels"), ("macro_f1", "macro-F1"),
-            ("wsd_iou", "WSD IoU"), ("pointing_game", "pointing game"),
-            ("energy_pointing_game", "energy pointing"), ("consistency", "consistency"))
+ROWS = (
+  ("accuracy", "accuracy"),
+  ("top1_in_labels", "top-1 in labels"),
+  ("macro_f1", "macro-F1"),
+  ("wsd_iou", "WSD IoU (own correct)"),
+  ("wsd_iou_both_correct", "WSD IoU (both correct)"),
+  ("pointing_game", "pointing game"),
+  ("energy_pointing_game", "energy pointing"),
+  ("pointing_centre_baseline", "  baseline: centre"),
+  ("pointing_random_baseline", "  baseline: random pt"),
+  ("pointing_agnostic_baseline", "  baseline: agnostic"),
+  ("consistency", "consistency (-L_atcon)"),
+)
+COMPARED = (
+  ("accuracy", "accuracy"),
+  ("top1_in_labels", "top-1 in labels"),
+  ("macro_f1", "macro-F1"),
+  ("wsd_iou", "WSD IoU"),
+  ("pointing_game", "pointing game"),
+  ("energy_pointing_game", "energy pointing"),
+  ("consistency", "consistency"),
+)
 
 
 def _cell(m) -> str:
@@ -34,8 +47,10 @@ def _test_note(comparison: dict) -> str:
       groups.setdefault(what, []).append(label)
   note = "p-values: " + "; ".join(f"{', '.join(labels)}: {what}" for what, labels in groups.items()) + "."
   if any(c.get("test") == "sign_flip" for c in comparison.values()):
-    note += (" A sign-flip test enumerates all 2^d sign patterns instead when 2^d <= its resamples"
-             " (d = images whose values differ).")
+    note += (
+      " A sign-flip test enumerates all 2^d sign patterns instead when 2^d <= its resamples"
+      " (d = images whose values differ)."
+    )
   return note
 
 
@@ -54,26 +69,37 @@ def format_table(results: dict) -> str:
     if comparison:
       cmp_key = "wsd_iou" if key == "wsd_iou_both_correct" else key
       c = comparison.get(cmp_key) if key != "wsd_iou" else None
-      row += ["-", "-"] if c is None else [
+      row += (
+        ["-", "-"]
+        if c is None
+        else [
           "-" if c.get("difference") is None else f"{c['difference']:+.3f}",
-          "-" if c.get("p_value") is None else f"{c['p_value']:.3f}"]
+          "-" if c.get("p_value") is None else f"{c['p_value']:.3f}",
+        ]
+      )
     lines.append(row)
   widths = [max(len(str(r[i])) for r in [header] + lines) for i in range(len(header))]
   fmt = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
   out = [fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [fmt(r) for r in lines]
   pairs = results.get("num_pointing_pairs")
-  notes = [f"{results['dataset']}: {results['num_images']} test images"
-           + (f", {pairs} (image, class) pointing pairs" if pairs else "")
-           + f"; estimate [{int(results['ci'] * 100)}% bootstrap CI, "
-           f"{results['bootstrap_resamples']} resamples]."]
+  notes = [
+    f"{results['dataset']}: {results['num_images']} test images"
+    + (f", {pairs} (image, class) pointing pairs" if pairs else "")
+    + f"; estimate [{int(results['ci'] * 100)}% bootstrap CI, "
+    f"{results['bootstrap_resamples']} resamples]."
+  ]
   loss = results.get("loss")
   if loss:
-    notes.append(f"consistency = -ATCON loss with attention={loss['attention']}, "
-                 f"similarity={loss['similarity']}, w={loss['mask_intensity']:g} "
-                 f"({loss.get('source', 'recorded')}).")
+    notes.append(
+      f"consistency = -ATCON loss with attention={loss['attention']}, "
+      f"similarity={loss['similarity']}, w={loss['mask_intensity']:g} "
+      f"({loss.get('source', 'recorded')})."
+    )
   if comparison:
     if "wsd_iou" in comparison:
-      notes.append(f"WSD IoU difference and p-value on the {comparison['wsd_iou']['n_both_correct']} images "
-                   "both models classify correctly (docs/method.md §6.2).")
+      notes.append(
+        f"WSD IoU difference and p-value on the {comparison['wsd_iou']['n_both_correct']} images "
+        "both models classify correctly (docs/method.md §6.2)."
+      )
     notes.append(_test_note(comparison))
   return "\n".join(out + notes)
