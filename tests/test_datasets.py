@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from atcon_tf.data import datasets
+from atcon_tf.data import augmentation, box_conventions, canonical, datasets, tfds_sources
 from atcon_tf.data import house_numbers as hn
 
 ELEMENT_KEYS = {"image", "label", "boxes", "box_labels", "size", "index"}
@@ -59,17 +59,17 @@ def test_voc_through_mock_data_ignores_difficult_for_labels_and_keeps_all_boxes(
       np.testing.assert_array_equal(e["box_labels"], o["label"][:n])
       np.testing.assert_array_equal(e["size"], r["image"].shape[:2])
       assert e["image"].shape == (24, 24, 3)
-    batch = next(iter(datasets.padded_eval_batches(splits.test.dataset(), 4, 20, True)))
-    assert batch["boxes"].shape == (4, datasets.MAX_BOXES, 4) and batch["label"].shape == (4, 20)
+    batch = next(iter(canonical.padded_eval_batches(splits.test.dataset(), 4, 20, True)))
+    assert batch["boxes"].shape == (4, canonical.MAX_BOXES, 4) and batch["label"].shape == (4, 20)
 
 
 def test_voc_multi_hot_by_hand():
-  label = datasets.voc_multi_hot(tf.constant([3, 7, 3, 12]), tf.constant([False, True, False, True]))
+  label = tfds_sources.voc_multi_hot(tf.constant([3, 7, 3, 12]), tf.constant([False, True, False, True]))
   expected = np.zeros(20, np.float32)
   expected[3] = 1
   np.testing.assert_array_equal(label.numpy(), expected)
   np.testing.assert_array_equal(
-    datasets.voc_multi_hot(tf.constant([5]), tf.constant([True])).numpy(), np.zeros(20)
+    tfds_sources.voc_multi_hot(tf.constant([5]), tf.constant([True])).numpy(), np.zeros(20)
   )
 
 
@@ -129,30 +129,30 @@ def test_house_numbers_canonical_elements_match_the_generator(tmp_path):
     np.testing.assert_array_equal(e["image"], ex["image"])
     np.testing.assert_array_equal(e["label"], ex["label"].astype(np.float32))
     np.testing.assert_allclose(e["boxes"], ex["bbox"], atol=1e-6)
-    np.testing.assert_allclose(datasets.edge_boxes(e["boxes"], 24, "edge"), ex["boxes"], atol=1e-4)
+    np.testing.assert_allclose(box_conventions.edge_boxes(e["boxes"], 24, "edge"), ex["boxes"], atol=1e-4)
 
 
 def test_box_conventions_by_hand():
   # house_numbers: pixel-edge box rows 2..5, cols 4..7 of a 10 px image.
   edge = np.array([[0.2, 0.4, 0.6, 0.8]])
-  np.testing.assert_allclose(datasets.edge_boxes(edge, 10, "edge"), [[2, 4, 6, 8]])
-  np.testing.assert_allclose(datasets.wsd_boxes(edge, 10, "edge"), [[1, 3, 6, 8]])
+  np.testing.assert_allclose(box_conventions.edge_boxes(edge, 10, "edge"), [[2, 4, 6, 8]])
+  np.testing.assert_allclose(box_conventions.wsd_boxes(edge, 10, "edge"), [[1, 3, 6, 8]])
   from atcon_tf.metrics import boxes_to_mask
 
-  mask = boxes_to_mask(datasets.wsd_boxes(edge, 10, "edge"), 10, strict=True)
+  mask = boxes_to_mask(box_conventions.wsd_boxes(edge, 10, "edge"), 10, strict=True)
   expected = np.zeros((10, 10), bool)
   expected[2:6, 4:8] = True
   np.testing.assert_array_equal(mask, expected)  # the strict §6.2 rule covers exactly the box's pixels
   # tfds voc: (pixel - 1) / size for a 1-based VOC box xmin=11..xmax=30 on a 50x100 (h x w) image.
   voc = np.array([[(6 - 1) / 50, (11 - 1) / 100, (20 - 1) / 50, (30 - 1) / 100]])
-  np.testing.assert_allclose(datasets.wsd_boxes(voc, (50, 100), "voc"), [[6, 11, 20, 30]])
-  np.testing.assert_allclose(datasets.edge_boxes(voc, (50, 100), "voc"), [[5, 10, 20, 30]])
+  np.testing.assert_allclose(box_conventions.wsd_boxes(voc, (50, 100), "voc"), [[6, 11, 20, 30]])
+  np.testing.assert_allclose(box_conventions.edge_boxes(voc, (50, 100), "voc"), [[5, 10, 20, 30]])
 
 
 @pytest.mark.parametrize("policy", ["none", "digits", "flip", "voc"])
 def test_augment_keeps_shape_and_dtype(policy):
   image = tf.constant(np.random.default_rng(1).integers(0, 256, size=(16, 16, 3), dtype=np.uint8))
-  out = datasets.augment(image, policy)
+  out = augmentation.augment(image, policy)
   assert out.shape == (16, 16, 3) and out.dtype == tf.uint8
   if policy == "none":
     np.testing.assert_array_equal(out.numpy(), image.numpy())

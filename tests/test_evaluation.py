@@ -171,7 +171,7 @@ def _toy_dataset(n=8):
   """Canonical elements: a bright square per image, its box, class = which quadrant it is in (of 3)."""
   import tensorflow as tf
 
-  from atcon_tf.data import datasets
+  from atcon_tf.data import canonical
 
   rng = np.random.default_rng(0)
   images = rng.integers(0, 60, size=(n, SIZE, SIZE, 3)).astype(np.uint8)
@@ -192,7 +192,7 @@ def _toy_dataset(n=8):
       "index": np.arange(n, dtype=np.int64),
     }
   )
-  info = datasets.DatasetInfo(
+  info = canonical.DatasetInfo(
     name="toy", num_classes=3, class_names=["a", "b", "c"], multi_label=False, has_boxes=True
   )
   return ds, info

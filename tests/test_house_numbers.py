@@ -5,6 +5,8 @@ import pytest
 from sklearn.datasets import load_digits
 
 from atcon_tf.data import house_numbers as hn
+from atcon_tf.data import house_numbers_parts as parts
+from atcon_tf.data.house_numbers_tfds import HouseNumbers
 
 S = 48
 SPLITS = hn.SPLITS
@@ -29,15 +31,15 @@ def test_same_index_gives_identical_bytes(config):
 def test_parts_are_disjoint_between_splits():
   for i, s in enumerate(SPLITS):
     for t in SPLITS[i + 1 :]:
-      assert not set(hn.PHOTOS[s]) & set(hn.PHOTOS[t])
-      assert not set(hn.FONTS[s]) & set(hn.FONTS[t])
-      assert not set(hn.glyph_pool(s)) & set(hn.glyph_pool(t))
-  sizes = [len(hn.glyph_pool(s)) for s in SPLITS]
+      assert not set(parts.PHOTOS[s]) & set(parts.PHOTOS[t])
+      assert not set(parts.FONTS[s]) & set(parts.FONTS[t])
+      assert not set(parts.glyph_pool(s)) & set(parts.glyph_pool(t))
+  sizes = [len(parts.glyph_pool(s)) for s in SPLITS]
   assert sum(sizes) == 1797 and min(sizes) > 200
   # every class has handwriting in every split
   targets = load_digits().target
   for s in SPLITS:
-    assert set(targets[hn.glyph_pool(s)]) == set(range(10))
+    assert set(targets[parts.glyph_pool(s)]) == set(range(10))
 
 
 @pytest.mark.parametrize("config", ["single", "multi"])
@@ -45,11 +47,11 @@ def test_examples_only_use_parts_of_their_split(config):
   for split in SPLITS:
     used_fonts, used_glyphs = set(), set()
     for ex in _examples(config, split, n=15):
-      assert ex["meta"]["photo"] in hn.PHOTOS[split]
+      assert ex["meta"]["photo"] in parts.PHOTOS[split]
       used_fonts |= set(ex["meta"]["fonts"])
       used_glyphs |= set(ex["meta"]["glyph_indices"])
-    assert used_fonts and used_fonts <= set(hn.FONTS[split])
-    assert used_glyphs and used_glyphs <= set(hn.glyph_pool(split).tolist())
+    assert used_fonts and used_fonts <= set(parts.FONTS[split])
+    assert used_glyphs and used_glyphs <= set(parts.glyph_pool(split).tolist())
 
 
 @pytest.mark.parametrize("config", ["single", "multi"])
@@ -104,7 +106,7 @@ def test_tfds_builder_prepares_and_loads_offline(tmp_path):
   tfds = pytest.importorskip("tensorflow_datasets")
   kwargs = dict(image_size=32, split_sizes={"train": 6, "validation": 3, "test": 3})
   for config in ("single", "multi"):
-    builder = hn.HouseNumbers(config=config, data_dir=str(tmp_path), **kwargs)
+    builder = HouseNumbers(config=config, data_dir=str(tmp_path), **kwargs)
     builder.download_and_prepare()
     assert {k: v.num_examples for k, v in builder.info.splits.items()} == {
       "train": 6,

@@ -9,9 +9,44 @@ import atcon_tf
 from atcon_tf import maps
 from atcon_tf import backbones, testing
 from atcon_tf.maps import processing
-from tests import hand_models
 
-# Hand computation for hand_models.hand_model on HAND_IMAGE = [[1, -1], [2, 0.5]]:
+# --- Tiny models with hand-set weights whose maps are computed by hand below. ---
+# One 2x2 single-channel image; see test_maps.py for the hand computation.
+HAND_IMAGE = np.array([[[[1.0], [-1.0]], [[2.0], [0.5]]]], dtype=np.float32)
+
+
+def _set_hand_weights(conv1, conv2, dense):
+  conv1.set_weights([np.array([1.0, -1.0], np.float32).reshape(1, 1, 1, 2)])
+  conv2.set_weights([np.array([1.0, -0.5], np.float32).reshape(1, 1, 2, 1), np.array([1.0], np.float32)])
+  dense.set_weights([np.array([[1.0, -1.0]], np.float32)])
+
+
+def hand_model(nested=False, activation_layer=False):
+  """x -> conv1x1 [1,-1] -> ReLU -> conv1x1 [1,-0.5]+1, relu -> GAP -> Dense [1,-1].
+
+  `nested=True` puts the convolutions in an inner functional model; `activation_layer=True`
+  uses `Activation('relu')` instead of `keras.layers.ReLU`.
+  """
+  conv1 = keras.layers.Conv2D(2, 1, use_bias=False, name="conv1")
+  relu = (
+    keras.layers.Activation("relu", name="relu1") if activation_layer else keras.layers.ReLU(name="relu1")
+  )
+  conv2 = keras.layers.Conv2D(1, 1, activation="relu", name="features")
+  dense = keras.layers.Dense(2, use_bias=False, name="logits")
+  inputs = keras.Input((2, 2, 1))
+  if nested:
+    inner_in = keras.Input((2, 2, 1))
+    inner = keras.Model(inner_in, conv2(relu(conv1(inner_in))), name="backbone")
+    x = inner(inputs)
+  else:
+    x = conv2(relu(conv1(inputs)))
+  outputs = dense(keras.layers.GlobalAveragePooling2D(name="gap")(x))
+  model = keras.Model(inputs, outputs, name="hand")
+  _set_hand_weights(conv1, conv2, dense)
+  return model
+
+
+# Hand computation for hand_model on HAND_IMAGE = [[1, -1], [2, 0.5]]:
 #   conv1 -> (x, -x); ReLU -> a1 = (relu(x), relu(-x)); features a2 = relu(a1_0 - 0.5 a1_1 + 1)
 #   pixels: x=1 -> 2, x=-1 -> 0.5, x=2 -> 3, x=0.5 -> 1.5; z = (mean a2, -mean a2) = (1.75, -1.75)
 #   Grad-CAM class 0: alpha = 1/4 -> cam = a2 / 4; class 1: cam = -a2 / 4 (0 after ReLU).
@@ -26,14 +61,12 @@ VANILLA_CLASS0 = np.array([[0.25, 0.125], [0.25, 0.25]])
 
 @pytest.fixture(params=["flat", "nested", "activation_layer"])
 def hand(request):
-  model = hand_models.hand_model(
-    nested=request.param == "nested", activation_layer=request.param == "activation_layer"
-  )
+  model = hand_model(nested=request.param == "nested", activation_layer=request.param == "activation_layer")
   return atcon_tf.TappedModel(model)
 
 
 def test_gradcam_hand_computed(hand):
-  x = hand_models.HAND_IMAGE
+  x = HAND_IMAGE
   result = maps.gradcam(hand, x, relu=False)
   np.testing.assert_array_equal(result.class_ids.numpy(), [0])
   np.testing.assert_allclose(result.logits.numpy(), [[1.75, -1.75]], rtol=1e-6)
@@ -44,7 +77,7 @@ def test_gradcam_hand_computed(hand):
 
 
 def test_guided_backprop_hand_computed(hand):
-  x = tf.constant(hand_models.HAND_IMAGE)
+  x = tf.constant(HAND_IMAGE)
   gb = maps.guided_backprop(hand, x, class_ids=[0]).numpy()[0, ..., 0]
   np.testing.assert_allclose(gb, GB_CLASS0, rtol=1e-6)
   np.testing.assert_allclose(maps.guided_backprop(hand, x, class_ids=[1]).numpy(), 0.0)
@@ -55,7 +88,7 @@ def test_guided_backprop_hand_computed(hand):
 
 
 def test_guided_patches_cover_all_relu_kinds_and_are_restored():
-  model = hand_models.hand_model(nested=True)
+  model = hand_model(nested=True)
   from atcon_tf.maps.guided_relu import guided_patches
 
   patches = guided_patches(model)
@@ -64,7 +97,7 @@ def test_guided_patches_cover_all_relu_kinds_and_are_restored():
     ("relu1", "call"),
   ]
   tapped = atcon_tf.TappedModel(model)
-  maps.guided_backprop(tapped, hand_models.HAND_IMAGE, [0])
+  maps.guided_backprop(tapped, HAND_IMAGE, [0])
   features = model.get_layer("backbone").get_layer("features")
   relu = model.get_layer("backbone").get_layer("relu1")
   assert features.activation is keras.activations.relu

@@ -12,6 +12,10 @@ import dataclasses
 import functools
 
 from atcon_tf import choices
+from trainers.evaluation.options import PVALUE_TESTS
+from trainers.evaluation.options import EvalOptions as _EvalOptions
+
+_EVAL = _EvalOptions()  # the evaluator's defaults are the trainer's: defined once, there
 
 
 def _field(default, help_text, choices_=None):
@@ -181,9 +185,18 @@ class Config:
   num_viz_images: int = _field(6, "Validation images shown in the attention grids.")
   # ---- evaluation
   evaluate: bool = _field(True, "Evaluate on the test split at the end (before/after table).")
-  eval_batch_size: int = _field(64, "Batch size of the evaluation.")
-  bootstrap: int = _field(1000, "Bootstrap resamples for the 90% CIs.")
-  pvalue_resamples: int = _field(1000, "Resamples of the permutation / bootstrap p-values.")
+  eval_batch_size: int = _field(_EVAL.batch_size, "Batch size of the evaluation.")
+  bootstrap: int = _field(_EVAL.bootstrap, "Bootstrap resamples for the 90% CIs.")
+  pvalue_resamples: int = _field(
+    _EVAL.pvalue_resamples,
+    "Resamples of the macro-F1 p-value (mean-type metrics use the evaluator's fixed count).",
+  )
+  pvalue_test: str = _field(
+    _EVAL.pvalue_test,
+    "Test of the before/after p-values: paired (McNemar, sign-flip "
+    "permutation) or pooled (the authors' bstrap test).",
+    PVALUE_TESTS,
+  )
   verbose: int = _field(1, "Keras verbosity: 1 progress bars, 2 one line per epoch, 0 none.")
 
   def replace(self, **changes) -> "Config":

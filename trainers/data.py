@@ -13,8 +13,8 @@ from trainers.config import Config
 
 @dataclasses.dataclass
 class Data:
-  info: object  # datasets.DatasetInfo
-  splits: object  # datasets.Splits
+  info: object  # canonical.DatasetInfo
+  splits: object  # canonical.Splits
   plan: object  # subsets.SplitPlan
   preprocessing: str
   augment: str
@@ -41,7 +41,7 @@ def _pipeline(source, indices, preprocessing, augment, batch_size, seed, with_la
   import tensorflow as tf
 
   from atcon_tf import preprocessing as preprocessing_lib
-  from atcon_tf.data import datasets
+  from atcon_tf.data import augmentation
 
   ds = source.dataset(indices)
   ds = ds.map(lambda e: (e["image"], e["label"]), num_parallel_calls=tf.data.AUTOTUNE)
@@ -50,7 +50,7 @@ def _pipeline(source, indices, preprocessing, augment, batch_size, seed, with_la
   ds = ds.shuffle(min(len(indices), 20000), seed=seed, reshuffle_each_iteration=True).repeat()
 
   def finish(image, label):
-    x = preprocessing_lib.apply(datasets.augment(image, augment), preprocessing)
+    x = preprocessing_lib.apply(augmentation.augment(image, augment), preprocessing)
     return (x, label) if with_labels else x
 
   ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE)

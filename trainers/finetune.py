@@ -61,6 +61,7 @@ def evaluation_options(cfg: Config):
     batch_size=cfg.eval_batch_size,
     bootstrap=cfg.bootstrap,
     pvalue_resamples=cfg.pvalue_resamples,
+    pvalue_test=cfg.pvalue_test,
     seed=cfg.seed,
   )
 
@@ -204,7 +205,7 @@ def run(cfg: Config, extra_callbacks=()) -> dict:
 def main(argv):
   from atcon_tf.backbones import WeightsUnavailableError
   from atcon_tf.contract import ContractError
-  from atcon_tf.data.datasets import DataUnavailableError
+  from atcon_tf.data.tfds_sources import DataUnavailableError
 
   if len(argv) > 1:
     raise SystemExit(f"Unexpected arguments: {argv[1:]}")

@@ -1,7 +1,7 @@
 """Deterministic labeled / unlabeled / validation splits for few-label experiments (docs/method.md §4).
 
 Everything here works on *indices* into one split (numpy only), so the same plan can be applied to any
-`tf.data` pipeline (`datasets.select`) and rebuilt bit for bit from `(labels, n_per_class, seed)`.
+`tf.data` pipeline (`canonical.select`) and rebuilt bit for bit from `(labels, n_per_class, seed)`.
 
 * Single-label (`single_label_subset`): the first N images of each class in a seeded order (SVHN rule,
   §4.2, with the order made explicit: `seed=None` keeps the split's own order, as the authors' SVHN loader).

@@ -57,7 +57,7 @@ def model_outputs(
 
   import atcon_tf
   from atcon_tf import preprocessing as preprocessing_lib
-  from atcon_tf.data import datasets
+  from atcon_tf.data.canonical import padded_eval_batches
 
   classifier, contract = loaded.classifier, loaded.contract
   tapped = atcon_tf.TappedModel(classifier, contract.target_layer, multi_label=info.multi_label)
@@ -70,7 +70,7 @@ def model_outputs(
   }
   examples = {k: [] for k in ("image", "label", "pred", "probs", "cam", "guided_backprop", "mask")}
   offset = 0
-  batches = datasets.padded_eval_batches(ds, batch_size, info.num_classes, info.multi_label)
+  batches = padded_eval_batches(ds, batch_size, info.num_classes, info.multi_label)
   for batch in batches.as_numpy_iterator():
     x = preprocessing_lib.apply(batch["image"], preprocessing)
     values = {k: v.numpy() for k, v in explain(x).items()}

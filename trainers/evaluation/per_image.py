@@ -28,7 +28,7 @@ def centre_hit(boxes, size) -> bool:
 def wsd_iou(out: dict, correct: np.ndarray, info, seed: int = 20) -> np.ndarray:
   """§6.2 IoU per image (NaN without boxes) of the raw top-1 Grad-CAM with the boxes of the predicted class;
   a misclassified image takes the boxes of a random class present (the authors' random.seed(20))."""
-  from atcon_tf.data import datasets
+  from atcon_tf.data import box_conventions
   from atcon_tf.metrics import localization
 
   rng = np.random.default_rng(seed)
@@ -42,7 +42,7 @@ def wsd_iou(out: dict, correct: np.ndarray, info, seed: int = 20) -> np.ndarray:
     size = tuple(int(v) for v in out["size"][i])
     iou[i] = localization.wsd_iou(
       out["cam"][i],
-      datasets.wsd_boxes(boxes[box_labels == c], size, info.box_convention),
+      box_conventions.wsd_boxes(boxes[box_labels == c], size, info.box_convention),
       size,
       map_size=out["input_size"],
     )
@@ -51,13 +51,13 @@ def wsd_iou(out: dict, correct: np.ndarray, info, seed: int = 20) -> np.ndarray:
 
 def pointing_games(out: dict, info) -> dict:
   """Per (image, class present) pair: pointing-game hit, energy share, and the three baselines' hits."""
-  from atcon_tf.data import datasets
+  from atcon_tf.data import box_conventions
   from atcon_tf.metrics import localization
 
   hits, energy, centre, random_share, agnostic = [], [], [], [], []
   for cam, i, c in zip(out["pair_cam"], out["pair_image"], out["pair_class"]):
     size = tuple(int(v) for v in out["size"][i])
-    boxes = datasets.edge_boxes(out["boxes"][i][out["box_labels"][i] == c], size, info.box_convention)
+    boxes = box_conventions.edge_boxes(out["boxes"][i][out["box_labels"][i] == c], size, info.box_convention)
     hits.append(localization.pointing_game_hit(cam, boxes, size))
     energy.append(localization.energy_pointing_game(cam, boxes, size))
     centre.append(centre_hit(boxes, size))
