@@ -97,7 +97,7 @@ def test_exported_model_serves_what_the_evaluator_computes(tmp_path, backbone, e
   np.testing.assert_allclose(served["consistency"].numpy(), out["consistency"], atol=1e-5)
   # Maps are min-max normalised per image, which magnifies float32 rounding of the two graphs (oneDNN picks
   # other kernels for the SavedModel than for the evaluator's tf.function): measured up to 2.1e-5 on a map
-  # value of 0.18 for MobileNetV2, hence the relative term. A wrong preprocessing moves them by ~1e-1.
+  # value of 0.18 for MobileNetV2, hence the relative term (a wrong preprocessing fails on the probabilities).
   np.testing.assert_allclose(served["gradcam"].numpy(), cam, atol=1e-5, rtol=1e-4)
   np.testing.assert_allclose(served["guided_backprop"].numpy(), guided, atol=1e-5, rtol=1e-4)
 
