@@ -25,7 +25,6 @@ The work is done by the `trainers.evaluation` package; this module only reads fl
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -34,6 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from trainers import evaluation  # noqa: E402
+from trainers import results as results_lib  # noqa: E402
 
 
 def define_flags():
@@ -175,21 +175,9 @@ def main(argv):
   except ValueError as error:
     raise SystemExit(str(error)) from error
   results.update(image_size=image_size, models_evaluated=paths)
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  with open(output, "w") as fh:
-    json.dump(results, fh, indent=2, default=_json_default)
+  results_lib.write_json(output, results)
   print(evaluation.format_table(results))
   print(f"\nWrote {output}" + (f" and {results['grid']}" if results.get("grid") else ""), flush=True)
-
-
-def _json_default(value):
-  if isinstance(value, np.integer):
-    return int(value)
-  if isinstance(value, np.floating):
-    return float(value)
-  if isinstance(value, np.ndarray):
-    return value.tolist()
-  return str(value)
 
 
 if __name__ == "__main__":

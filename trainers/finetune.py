@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import os
 import shutil
 import sys
@@ -46,6 +45,7 @@ from trainers import config as config_lib  # noqa: E402
 from trainers import data as data_lib  # noqa: E402
 from trainers import distribution  # noqa: E402
 from trainers import models  # noqa: E402
+from trainers import results as results_lib  # noqa: E402
 from trainers import stages as stages_lib  # noqa: E402
 
 Config, preset = config_lib.Config, config_lib.preset
@@ -99,23 +99,6 @@ def _default_workdir():
   return os.path.join("/tmp/atcon_tf", "finetune-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
 
 
-def _json_default(value):
-  import numpy as np
-
-  if isinstance(value, np.integer):
-    return int(value)
-  if isinstance(value, np.floating):
-    return float(value)
-  if isinstance(value, np.ndarray):
-    return value.tolist()
-  return str(value)
-
-
-def _write_json(path, value):
-  with open(path, "w") as f:
-    json.dump(value, f, indent=2, default=_json_default)
-
-
 def run(cfg: Config, extra_callbacks=()) -> dict:
   """Runs the whole pipeline for `cfg`; returns the contents of metrics.json."""
   import keras
@@ -137,7 +120,7 @@ def run(cfg: Config, extra_callbacks=()) -> dict:
   data = data_lib.prepare_data(cfg, choice.preprocessing, strategy.num_replicas_in_sync, splits=splits)
   print(f"data ready ({time.time() - start:.0f} s): {data.info.name}, {data.sizes}", flush=True)
   stages = stages_lib.plan_stages(cfg, data)
-  _write_json(
+  results_lib.write_json(
     os.path.join(workdir, CONFIG_FILE),
     {
       "config": dataclasses.asdict(cfg),
@@ -196,7 +179,7 @@ def run(cfg: Config, extra_callbacks=()) -> dict:
     "export": export_path,
     "seconds": {"train": round(train_seconds, 1), "total": round(time.time() - start, 1)},
   }
-  _write_json(os.path.join(workdir, METRICS_FILE), metrics)
+  results_lib.write_json(os.path.join(workdir, METRICS_FILE), metrics)
   distribution.barrier(strategy)
   print(f"\nDone in {time.time() - start:.0f} s. Results: {os.path.join(workdir, METRICS_FILE)}", flush=True)
   return metrics
