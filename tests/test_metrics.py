@@ -12,7 +12,7 @@ from atcon_tf.metrics import bootstrap, classification as cls, localization as l
 # --------------------------------------------------------------------------------------- classification
 
 
-def test_single_label_macro_f1_counts_undefined_classes_as_zero():
+def test_single_label_macro_f1_excludes_absent_classes_or_counts_them_as_zero():
   y_true = [0, 0, 1, 1, 2]
   y_pred = [0, 1, 1, 1, 0]
   # class 0: TP1 FP1 FN1 -> P=R=1/2, F1=1/2; class 1: TP2 FP1 FN0 -> P=2/3 R=1, F1=0.8;
@@ -20,8 +20,24 @@ def test_single_label_macro_f1_counts_undefined_classes_as_zero():
   f1 = cls.per_class_f1(y_true, y_pred, num_classes=4)
   np.testing.assert_allclose(f1[:2], [0.5, 0.8])
   assert np.isnan(f1[2]) and np.isnan(f1[3])
-  assert cls.macro_f1(y_true, y_pred, num_classes=4) == pytest.approx((0.5 + 0.8) / 4)
+  # Authors' rule: nansum / C -> (0.5 + 0.8 + 0 + 0) / 4.
+  assert cls.macro_f1(y_true, y_pred, num_classes=4, absent="zero") == pytest.approx((0.5 + 0.8) / 4)
+  # Default: class 3 has no test image -> excluded; class 2 is present with no hit -> F1 0, kept.
+  assert cls.macro_f1(y_true, y_pred, num_classes=4) == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+  assert cls.absent_classes(y_true, 4) == 1
   assert cls.accuracy(y_true, y_pred) == pytest.approx(3 / 5)
+  with pytest.raises(ValueError, match="absent-class rule"):
+    cls.macro_f1(y_true, y_pred, num_classes=4, absent="skip")
+
+
+def test_balanced_model_on_half_the_classes_keeps_macro_f1_near_accuracy():
+  """The failure of issue "first K of a class-sorted split": 5 of 10 classes present, 80 % correct."""
+  y_true = np.repeat(np.arange(5), 20)
+  y_pred = y_true.copy()
+  y_pred[::5] = (y_pred[::5] + 1) % 5  # 20 % wrong, spread evenly
+  assert cls.accuracy(y_true, y_pred) == pytest.approx(0.8)
+  assert cls.macro_f1(y_true, y_pred, 10) == pytest.approx(0.8)  # each present class: P = R = 0.8
+  assert cls.macro_f1(y_true, y_pred, 10, absent="zero") == pytest.approx(0.4)
 
 
 def test_single_label_metrics_take_scores_by_argmax():
@@ -40,6 +56,11 @@ def test_multilabel_f1_uses_strict_threshold_and_eps():
   assert cls.macro_f1_multilabel(y_true, probs) == pytest.approx((2 / 3 + 0.5) / 2)
   # a class never present and never predicted: 0 / (0 + eps) = 0
   assert cls.per_class_f1_multilabel(np.zeros((2, 1)), np.zeros((2, 1)))[0] == 0.0
+  # ... counted by the authors' rule, excluded by default
+  y3, p3 = np.c_[y_true, np.zeros(3)], np.c_[probs, np.zeros(3)]
+  assert cls.macro_f1_multilabel(y3, p3) == pytest.approx((2 / 3 + 0.5) / 2)
+  assert cls.macro_f1_multilabel(y3, p3, absent="zero") == pytest.approx((2 / 3 + 0.5) / 3)
+  assert cls.absent_classes(y3, 3) == 1
 
 
 # ------------------------------------------------------------------------------------------ bootstrap CIs

@@ -116,5 +116,32 @@ def test_split_plan_check_catches_overlaps():
     subsets.SplitPlan(np.array([1, 2]), np.array([2, 3]), np.array([5])).check()
 
 
+def test_stratified_subset_spreads_a_class_sorted_split_over_every_class():
+  labels = np.repeat(np.arange(10), 200)  # sorted by class, as a folder dataset's test split
+  chosen = subsets.stratified_subset(labels, 1000, seed=3)
+  assert len(chosen) == 1000 and len(set(chosen.tolist())) == 1000
+  np.testing.assert_array_equal(np.bincount(labels[chosen], minlength=10), [100] * 10)
+  np.testing.assert_array_equal(chosen, subsets.stratified_subset(labels, 1000, seed=3))  # seeded
+  assert not np.array_equal(chosen, subsets.stratified_subset(labels, 1000, seed=4))
+  # A rare class gives its turns to the others; every image when size >= N.
+  rare = np.array([0] * 50 + [1] * 2 + [2] * 50)
+  assert np.bincount(rare[subsets.stratified_subset(rare, 20, seed=0)]).tolist() == [9, 2, 9]
+  np.testing.assert_array_equal(subsets.stratified_subset(rare, 500, seed=0), np.arange(len(rare)))
+
+
+def test_stratified_subset_of_multi_label_images_has_every_class():
+  rng = np.random.default_rng(0)
+  labels = np.zeros((300, 5), np.float32)
+  labels[:250, 0] = 1  # class 0 is everywhere; the others are rare and sit at the end
+  for c in range(1, 5):
+    labels[250 + (c - 1) * 10 : 250 + c * 10, c] = 1
+  labels[rng.integers(0, 250, 20), 1] = 1
+  chosen = subsets.stratified_subset(labels, 20, seed=1)
+  counts = labels[chosen].sum(axis=0)
+  # 6 queues (5 classes, then the 10 images without a label) share 20 turns: 4, 4, 3, 3, 3, 3.
+  assert len(chosen) == 20 and np.all(counts >= 3), counts
+  assert np.count_nonzero(labels[chosen].sum(axis=1) == 0) == 3
+
+
 if __name__ == "__main__":
   sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", __file__]))

@@ -373,5 +373,48 @@ def test_steps_per_epoch_follow_the_authors_rules(tmp_path, data_dir):
   assert alternating[0].steps_per_epoch == int(2.0 * 20 / 4 + 76 / 4)
 
 
+def _colour_folders(root, classes=4, train=24, test=10, size=16):
+  """train/ and test/ folders of PNGs, one solid noisy colour per class: a model learns it in a few steps."""
+  rng = np.random.default_rng(0)
+  colours = [(230, 20, 20), (20, 230, 20), (20, 20, 230), (230, 230, 20)]
+  for split, count in (("train", train), ("test", test)):
+    for c in range(classes):
+      folder = root / split / f"class_{c}"
+      folder.mkdir(parents=True)
+      for k in range(count):
+        pixels = np.clip(np.array(colours[c]) + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{k}.png")
+
+
+@pytest.mark.slow
+def test_test_size_draws_every_class_of_a_class_sorted_folder(tmp_path):
+  """--test_size below the test split's size: the first K images would be the first classes only."""
+  _colour_folders(tmp_path / "data")
+  metrics = finetune.run(
+    config_lib.preset(
+      "smoke",
+      dataset=f"folder:{tmp_path / 'data'}",
+      schedule="supervised",
+      labels_per_class=0,
+      val_size=8,
+      test_size=20,
+      epochs=3,
+      steps_per_epoch=8,
+      workdir=str(tmp_path / "run"),
+      evaluate=True,
+      viz_every=0,
+      verbose=0,
+      resnet_width=8,
+    )
+  )
+  evaluation = metrics["evaluation"]
+  assert evaluation["num_images"] == 20
+  assert evaluation["images_per_class"] == {f"class_{c}": 5 for c in range(4)}
+  model = evaluation["models"]["supervised"]["metrics"]
+  assert model["macro_f1"]["absent_classes"] == 0
+  assert model["accuracy"]["estimate"] >= 0.9  # a trivially separable set: the model is balanced
+  assert abs(model["macro_f1"]["estimate"] - model["accuracy"]["estimate"]) < 0.1
+
+
 if __name__ == "__main__":
   sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", __file__]))

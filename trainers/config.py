@@ -12,7 +12,7 @@ import dataclasses
 import functools
 
 from atcon_tf import choices
-from trainers.evaluation.options import PVALUE_TESTS
+from trainers.evaluation.options import ABSENT_CLASS_RULES, PVALUE_TESTS
 from trainers.evaluation.options import EvalOptions as _EvalOptions
 
 _EVAL = _EvalOptions()  # the evaluator's defaults are the trainer's: defined once, there
@@ -80,11 +80,12 @@ class Config:
   unlabeled_limit: int = _field(-1, "Use at most this many pool images (-1: all).")
   val_size: int = _field(
     500,
-    "Validation images for model selection. svhn/voc/folders: carved from the "
-    "TRAINING split (never from test); house_numbers: the first K of its own validation "
-    "split.",
+    "Validation images for model selection, seeded and stratified by class. svhn/voc/folders: carved "
+    "from the TRAINING split (never from test); house_numbers: K of its own validation split.",
   )
-  test_size: int = _field(0, "Evaluate on the first K test images (0: all).")
+  test_size: int = _field(
+    0, "Evaluate on K test images, drawn with a fixed seed and stratified by class (0: all)."
+  )
   augment: str = _field(
     "auto",
     "Training augmentation; auto: house_numbers/svhn -> digits (colour inversion, "
@@ -190,6 +191,12 @@ class Config:
   pvalue_resamples: int = _field(
     _EVAL.pvalue_resamples,
     "Resamples of the macro-F1 p-value (mean-type metrics use the evaluator's fixed count).",
+  )
+  absent_classes: str = _field(
+    _EVAL.absent_classes,
+    "Macro-F1 and classes without a test image: exclude "
+    "(undefined, left out; the count is printed) or zero (the authors' rule).",
+    ABSENT_CLASS_RULES,
   )
   pvalue_test: str = _field(
     _EVAL.pvalue_test,

@@ -61,6 +61,29 @@ def _cacheable(count, image_size, limit_mb=2048):
   return count * image_size * image_size * 3 < limit_mb * 2**20
 
 
+SUBSET_SEED = 20231  # fixed: every run (whatever its --seed) evaluates the same test images
+
+
+def split_labels(source):
+  """The labels of every image of a split (read once if the split did not keep them)."""
+  import numpy as np
+
+  if source.labels is None:
+    source.labels = np.stack(list(source.dataset().map(lambda e: e["label"]).as_numpy_iterator()))
+  return source.labels
+
+
+def evaluation_subset(source, size: int):
+  """Indices of `size` images of a split (all for size <= 0), seeded and stratified by class."""
+  import numpy as np
+
+  from atcon_tf.data import subsets
+
+  if size <= 0 or size >= source.num_examples:
+    return np.arange(source.num_examples)
+  return subsets.stratified_subset(split_labels(source), size, seed=SUBSET_SEED)
+
+
 def load_splits(cfg: Config):
   """The dataset's splits (`atcon_tf.data.datasets.Splits`) at the run's image size."""
   from atcon_tf.data import datasets
@@ -105,16 +128,11 @@ def prepare_data(cfg: Config, preprocessing: str, num_replicas: int = 1, splits=
   if len(plan.labeled) == 0:
     raise ValueError("The labeled subset is empty: check --labels_per_class and the dataset.")
   if splits.validation is not None:
-    n_val = (
-      splits.validation.num_examples
-      if cfg.val_size <= 0
-      else min(cfg.val_size, splits.validation.num_examples)
-    )
-    validation_source = (splits.validation, np.arange(n_val))
+    validation_source = (splits.validation, evaluation_subset(splits.validation, cfg.val_size))
   else:
     validation_source = (splits.train, plan.validation)
-  n_test = splits.test.num_examples if cfg.test_size <= 0 else min(cfg.test_size, splits.test.num_examples)
-  test_source = (splits.test, np.arange(n_test))
+  test_source = (splits.test, evaluation_subset(splits.test, cfg.test_size))
+  n_test = len(test_source[1])
 
   augment = resolve_augment(cfg)
   batch = min(cfg.batch_size, len(plan.labeled))

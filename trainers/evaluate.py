@@ -30,8 +30,8 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 
+from trainers import data as data_lib  # noqa: E402
 from trainers import evaluation  # noqa: E402
 from trainers import results as results_lib  # noqa: E402
 
@@ -81,7 +81,9 @@ def define_flags():
     "Pixels -> model input, for every model (default: each model's recorded one).",
   )
   flags.DEFINE_integer(
-    "test_size", None, "Evaluate on the first K test images (default: workdir's, 0 = all)."
+    "test_size",
+    None,
+    "Evaluate on K test images, seeded and stratified by class (default: workdir's, 0 = all).",
   )
   flags.DEFINE_integer("batch_size", o.batch_size, "Evaluation batch size.")
   flags.DEFINE_integer("bootstrap", o.bootstrap, "Bootstrap resamples for the 90% CIs.")
@@ -98,6 +100,12 @@ def define_flags():
     "paired: exact McNemar "
     "(accuracy) and sign-flip permutation tests on the same images; pooled: the authors' "
     "bstrap two-sample bootstrap test.",
+  )
+  flags.DEFINE_enum(
+    "absent_classes",
+    o.absent_classes,
+    list(evaluation.ABSENT_CLASS_RULES),
+    "Macro-F1 and classes without a test image: exclude (undefined, left out) or zero (the authors' rule).",
   )
   flags.DEFINE_float(
     "mask_intensity",
@@ -154,13 +162,14 @@ def main(argv):
     house_numbers_sizes=sizes,
   )
   test_size = pick(f.test_size, "test_size", 0)
-  n = splits.test.num_examples if not test_size else min(int(test_size), splits.test.num_examples)
+  indices = data_lib.evaluation_subset(splits.test, int(test_size or 0))
   loss = {"attention": f.attention, "similarity": f.similarity, "mask_intensity": f.mask_intensity}
   options = evaluation.EvalOptions(
     batch_size=f.batch_size,
     bootstrap=f.bootstrap,
     pvalue_resamples=f.pvalue_resamples,
     pvalue_test=f.pvalue_test,
+    absent_classes=f.absent_classes,
     seed=f.seed,
     num_grid_images=f.num_grid_images,
     loss=loss,
@@ -170,7 +179,7 @@ def main(argv):
   models = {**paths, "model": loaded}  # loaded once: its input size chose the image size
   try:
     results = evaluation.evaluate_models(
-      models, splits.test.dataset(np.arange(n)), splits.info, f.preprocessing, options, grid_path=grid
+      models, splits.test.dataset(indices), splits.info, f.preprocessing, options, grid_path=grid
     )
   except ValueError as error:
     raise SystemExit(str(error)) from error

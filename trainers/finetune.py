@@ -62,6 +62,7 @@ def evaluation_options(cfg: Config):
     bootstrap=cfg.bootstrap,
     pvalue_resamples=cfg.pvalue_resamples,
     pvalue_test=cfg.pvalue_test,
+    absent_classes=cfg.absent_classes,
     seed=cfg.seed,
   )
 

@@ -11,6 +11,9 @@ Everything here works on *indices* into one split (numpy only), so the same plan
   Images without any (non-difficult) label are never taken (they carry no supervision).
 * `plan_splits`: validation carved from the training split (never from test), then the labeled subset,
   then the unlabeled pool = the rest; the three are disjoint by construction and checked.
+* `stratified_subset`: K images of a split for evaluation or model selection, drawn with a seed and spread
+  over the classes as evenly as they allow. "The first K" of a split sorted by class would hold only its
+  first classes (and macro-F1 would count the others as failures).
 """
 
 from __future__ import annotations
@@ -91,14 +94,46 @@ def balanced_multilabel_subset(
   return np.sort(np.asarray(chosen, np.int64))
 
 
-def carve_validation(num_examples: int, size: int, seed: int | None = 0, exclude=None) -> np.ndarray:
-  """`size` indices drawn (seeded) from the training split for model selection; sorted ascending."""
-  order = _candidates(
-    num_examples, seeded_order(num_examples, None if seed is None else seed + 7919), exclude
-  )
-  if size > len(order):
-    raise ValueError(f"Cannot carve a validation set of {size} from {len(order)} training images.")
-  return np.sort(order[:size])
+def stratified_subset(labels, size: int, seed: int = 0, exclude=None) -> np.ndarray:
+  """`size` indices (sorted) drawn with `seed`, spread as evenly as possible over the classes.
+
+  Classes take turns, each taking its next image in a seeded order, until `size` images are chosen; a class
+  with fewer images than its share gives its turns to the others. Multi-label (labels (N, C)): a turn of
+  class c takes the next unchosen image that has c, so every class present is represented; images without
+  any label take the last turn of each round. `size >= N` (after `exclude`) returns every index.
+  """
+  labels = np.asarray(labels)
+  n = len(labels)
+  order = _candidates(n, seeded_order(n, seed), exclude)
+  if size >= len(order):
+    return np.sort(order)
+  if labels.ndim == 1:
+    queues = [order[labels[order] == c] for c in np.unique(labels[order])]
+  else:
+    has = labels[order] > 0
+    queues = [order[has[:, c]] for c in range(labels.shape[1]) if has[:, c].any()]
+    queues.append(order[~has.any(axis=1)])
+  chosen, taken, heads = [], np.zeros(n, bool), [0] * len(queues)
+  while len(chosen) < size:
+    progressed = False
+    for q, queue in enumerate(queues):
+      while heads[q] < len(queue) and taken[queue[heads[q]]]:
+        heads[q] += 1
+      if heads[q] < len(queue) and len(chosen) < size:
+        taken[queue[heads[q]]] = True
+        chosen.append(queue[heads[q]])
+        progressed = True
+    if not progressed:
+      break
+  return np.sort(np.asarray(chosen, np.int64))
+
+
+def carve_validation(labels, size: int, seed: int | None = 0, exclude=None) -> np.ndarray:
+  """`size` training indices for model selection: seeded and stratified by class; sorted ascending."""
+  available = len(_candidates(len(labels), None, exclude))
+  if size > available:
+    raise ValueError(f"Cannot carve a validation set of {size} from {available} training images.")
+  return stratified_subset(labels, size, 7919 if seed is None else seed + 7919, exclude)
 
 
 @dataclasses.dataclass
@@ -156,7 +191,7 @@ def plan_splits(
     raise ValueError(f"unlabeled_mode must be one of {UNLABELED_MODES}, got {unlabeled_mode!r}.")
   labels = np.asarray(labels)
   n = len(labels)
-  validation = carve_validation(n, validation_size, seed) if validation_size else np.zeros(0, np.int64)
+  validation = carve_validation(labels, validation_size, seed) if validation_size else np.zeros(0, np.int64)
   if n_per_class is None or n_per_class <= 0:
     labeled = np.setdiff1d(np.arange(n, dtype=np.int64), validation)
   elif multi_label:

@@ -15,6 +15,8 @@ from atcon_tf.metrics.bootstrap import (
 )
 from atcon_tf.metrics.classification import (
   accuracy,
+  ABSENT_CLASS_RULES,
+  absent_classes,
   macro_f1,
   macro_f1_multilabel,
   per_class_f1,
@@ -42,6 +44,8 @@ __all__ = [
   "paired_permutation_pvalue",
   "pooled_bootstrap_pvalue",
   "accuracy",
+  "ABSENT_CLASS_RULES",
+  "absent_classes",
   "macro_f1",
   "macro_f1_multilabel",
   "per_class_f1",

@@ -11,6 +11,7 @@ One job per module:
 
 from trainers.evaluation.grid import save_examples_grid
 from trainers.evaluation.options import (
+  ABSENT_CLASS_RULES,
   CI_LEVEL,
   MEAN_PVALUE_RESAMPLES,
   PVALUE_TESTS,
@@ -25,6 +26,7 @@ from trainers.evaluation.statistics import TESTS, compare, summary_metrics
 from trainers.evaluation.table import format_table
 
 __all__ = [
+  "ABSENT_CLASS_RULES",
   "CI_LEVEL",
   "MEAN_PVALUE_RESAMPLES",
   "PVALUE_TESTS",

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from atcon_tf.metrics.classification import ABSENT_CLASS_RULES
+
 CI_LEVEL = 0.90
 MEAN_PVALUE_RESAMPLES = 10000  # the authors' nbr_runs for mIoU; used for every mean-type metric
 PVALUE_TESTS = ("paired", "pooled")
@@ -26,11 +28,17 @@ class EvalOptions:
   pvalue_test: str = "paired"  # "paired": McNemar / sign-flip, same images; "pooled": the authors' bstrap
   seed: int = 0
   num_grid_images: int = 6
+  # Macro-F1 and classes without a test image: "exclude" (undefined, left out) or "zero" (the authors' rule).
+  absent_classes: str = "exclude"
   loss: object = None
 
   def __post_init__(self):
     if self.pvalue_test not in PVALUE_TESTS:
       raise ValueError(f"Unknown pvalue_test {self.pvalue_test!r}; choose one of {list(PVALUE_TESTS)}.")
+    if self.absent_classes not in ABSENT_CLASS_RULES:
+      raise ValueError(
+        f"Unknown absent_classes {self.absent_classes!r}; choose one of {list(ABSENT_CLASS_RULES)}."
+      )
 
 
 def loss_config(contracts: dict, override=None) -> tuple:

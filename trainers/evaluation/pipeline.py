@@ -8,6 +8,15 @@ from trainers.evaluation import grid, options as options_lib, outputs as outputs
 from trainers.evaluation.options import CI_LEVEL, EvalOptions
 
 
+def images_per_class(labels, info) -> dict:
+  """{class name: test images that have it}: what a macro-F1 and an accuracy were measured on."""
+  import numpy as np
+
+  labels = np.asarray(labels)
+  counts = labels.sum(axis=0) if labels.ndim == 2 else np.bincount(labels, minlength=info.num_classes)
+  return {str(name): int(n) for name, n in zip(info.class_names, counts[: info.num_classes])}
+
+
 def evaluate_models(
   models: dict, ds, info, preprocessing: str | None = None, options: EvalOptions | None = None, grid_path=None
 ) -> dict:
@@ -42,6 +51,8 @@ def evaluate_models(
     "loss": {**config._asdict(), "source": source},
     "preprocessing": used[names[0]] if len(set(used.values())) == 1 else dict(used),
     "num_images": int(len(outs[names[0]]["pred"])),
+    "images_per_class": images_per_class(outs[names[0]]["label"], info),
+    "absent_classes": options.absent_classes,
     "num_pointing_pairs": int(len(outs[names[0]]["pair_image"])),
     "models": {
       name: {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from atcon_tf.metrics.classification import absent_classes
 from trainers.evaluation.options import CI_LEVEL, MEAN_PVALUE_RESAMPLES, EvalOptions
 
 TESTS = {  # name stored in the results -> how tables describe it
@@ -40,13 +41,15 @@ def _nanmean(a) -> float:
   return float(np.nanmean(a)) if np.any(np.isfinite(a)) else float("nan")
 
 
-def _macro_f1(info):
-  """(metric_fn(labels, model_values), the model values' key in the outputs) of the dataset's macro-F1."""
+def _macro_f1(info, options: EvalOptions):
+  """(metric_fn(labels, model_values), the model values' key in the outputs) of the dataset's macro-F1, with
+  the options' rule for classes that have no test image."""
   from atcon_tf.metrics import classification
 
+  absent = options.absent_classes
   if info.multi_label:
-    return (lambda y, p: classification.macro_f1_multilabel(y, p)), "probs"
-  return (lambda y, p: classification.macro_f1(y, p, info.num_classes)), "pred"
+    return (lambda y, p: classification.macro_f1_multilabel(y, p, absent=absent)), "probs"
+  return (lambda y, p: classification.macro_f1(y, p, info.num_classes, absent=absent)), "pred"
 
 
 def wsd_iou_ci(per: dict, subset, options: EvalOptions) -> dict:
@@ -61,8 +64,10 @@ def summary_metrics(out: dict, per: dict, info, options: EvalOptions, subset=Non
   metrics = {}
   key = "top1_in_labels" if info.multi_label else "accuracy"
   metrics[key] = _ci(np.mean, per["correct"], options=options)
-  f1, values = _macro_f1(info)
+  f1, values = _macro_f1(info, options)
   metrics["macro_f1"] = _ci(f1, out["label"], out[values], options=options)
+  metrics["macro_f1"]["absent_classes"] = absent_classes(out["label"], info.num_classes)
+  metrics["macro_f1"]["absent_rule"] = options.absent_classes
   if "wsd_iou" in per:
     metrics["wsd_iou"] = wsd_iou_ci(per, per["correct"] > 0 if subset is None else subset, options)
     for key in ("pointing_game", "energy_pointing_game"):
@@ -133,7 +138,7 @@ def compare(out_a, per_a, out_b, per_b, info, options: EvalOptions) -> dict:
     }
   else:
     result[key] = mean_metric(ca, cb)
-  f1, values = _macro_f1(info)
+  f1, values = _macro_f1(info, options)
   labels = out_a["label"]
   result["macro_f1"] = {
     "difference": float(f1(labels, out_b[values]) - f1(labels, out_a[values])),

@@ -88,6 +88,15 @@ def format_table(results: dict) -> str:
     + f"; estimate [{int(results['ci'] * 100)}% bootstrap CI, "
     f"{results['bootstrap_resamples']} resamples]."
   ]
+  counts = results.get("images_per_class")
+  if counts:
+    absent = sum(1 for n in counts.values() if n == 0)
+    rule = (
+      f"{absent} class(es) without a test image excluded from macro-F1 (undefined there)"
+      if results.get("absent_classes", "exclude") == "exclude"
+      else f"{absent} class(es) without a test image counted as F1 = 0 (the authors' rule)"
+    )
+    notes.append("images per class: " + ", ".join(f"{k}: {n}" for k, n in counts.items()) + f"; {rule}.")
   loss = results.get("loss")
   if loss:
     notes.append(
