@@ -7,6 +7,9 @@ Wraps any classifier (weights shared, not copied). Schedules (docs/method.md §2
   labeled (supervised step) or not (ATCON step); `alpha` oversamples the labeled set there.
 - `combining`: dicts from `training_data.combining_dataset`; loss = L_sup + alpha * L_atcon.
 Supervised steps run BatchNorm in training mode; the ATCON loss runs it in inference mode.
+Training logs hold only what the schedule's steps update (supervised: loss, supervised_loss and the compiled
+metrics; atcon: loss, consistency_loss, mask_mean, mask_logit_std; alternating and combining: all of them, the
+mask statistics over the ATCON steps); validation (`test_step`) reports every loss for every schedule.
 Losses are divided by the number of replicas, so gradients summed by `tf.distribute`
 equal the single-device gradient of the global batch mean.
 The model also records what serving needs (`contract`: preprocessing, class names, Grad-CAM layer,
@@ -25,6 +28,7 @@ from atcon_tf import training_data
 from atcon_tf.losses import consistency
 
 SCHEDULES = choices.MODEL_SCHEDULES
+MASKED_ATTENTIONS = ("gb_mask", "ig_mask", "cam_mask")  # those whose consistency loss builds a soft mask
 
 
 @keras.saving.register_keras_serializable(package="atcon_tf")
@@ -100,7 +104,8 @@ class ATCONModel(keras.Model):
       self.mask_mean_tracker,
       self.mask_spread_tracker,
     ]
-    if self.compiled and self._compile_metrics is not None:
+    # Built by their first update: an atcon fit (which never updates them) before any evaluate has none yet.
+    if self.compiled and self._compile_metrics is not None and self._compile_metrics.built:
       own.append(self._compile_metrics)
     return own
 
@@ -151,13 +156,19 @@ class ATCONModel(keras.Model):
     with strategy.scope():
       self._symbolic_build(data_batch=data_batch)
 
-  def _step_logs(self):
-    """Metric results; rank-1 under multi-worker strategies.
+  def _step_logs(self, trackers=None, compiled=True):
+    """Metric results (of `trackers` and, if `compiled`, the compiled metrics; default: all of
+    `self.metrics`); rank-1 under multi-worker strategies.
 
     Keras reduces step outputs across workers with `reduce(MEAN, v, axis=0)`, which
     rejects the scalars every train_step returns; a shape-[1] value reduces to a scalar.
     """
-    logs = self.get_metrics_result()
+    if trackers is None:
+      logs = self.get_metrics_result()
+    else:
+      logs = {tracker.name: tracker.result() for tracker in trackers}
+      if compiled and self.compiled and self._compile_metrics is not None and self._compile_metrics.built:
+        logs.update(self._compile_metrics.result())
     if isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
       logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
     return logs
@@ -177,11 +188,36 @@ class ATCONModel(keras.Model):
     result = consistency.consistency_per_image(self.tapped, x, self.consistency_config)
     return tf.reduce_mean(result.costs), result
 
-  def _track_mask(self, result, weight=1.0):
-    if result.mask is not None:
-      self.mask_mean_tracker.update_state(tf.reduce_mean(result.mask), sample_weight=weight)
-      spread = tf.math.reduce_std(result.mask_logits, axis=[1, 2])
-      self.mask_spread_tracker.update_state(tf.reduce_mean(spread), sample_weight=weight)
+  @property
+  def _has_mask(self):
+    return self.consistency_config.attention in MASKED_ATTENTIONS
+
+  def _mask_stats(self, result):
+    """[mean of the soft mask, mean over images of the std of its logits], or [] for maskless attentions."""
+    if (result.mask is not None) != self._has_mask:
+      raise AssertionError(
+        f"MASKED_ATTENTIONS is out of date: attention {self.consistency_config.attention!r} "
+        f"{'builds' if result.mask is not None else 'builds no'} mask"
+      )
+    if result.mask is None:
+      return []
+    spread = tf.math.reduce_std(result.mask_logits, axis=[1, 2])
+    return [tf.reduce_mean(result.mask), tf.reduce_mean(spread)]
+
+  def _track_mask(self, stats, weight=1.0):
+    for tracker, value in zip((self.mask_mean_tracker, self.mask_spread_tracker), stats):
+      tracker.update_state(value, sample_weight=weight)
+
+  def _train_trackers(self):
+    """The trackers a training step of this schedule updates (Keras logs exactly these, no idle zeros)."""
+    trackers = [self.loss_tracker]
+    if self.schedule != "atcon":
+      trackers.append(self.supervised_loss_tracker)
+    if self.schedule != "supervised":
+      trackers.append(self.consistency_tracker)
+      if self._has_mask:
+        trackers += [self.mask_mean_tracker, self.mask_spread_tracker]
+    return trackers
 
   def _gradients(self, loss_fn):
     with tf.GradientTape() as tape:
@@ -208,7 +244,7 @@ class ATCONModel(keras.Model):
       x, _ = training_data.split_batch(data)
       grads, (loss, result) = self._gradients(lambda: self._consistency(x))
       self.consistency_tracker.update_state(loss)
-      self._track_mask(result)
+      self._track_mask(self._mask_stats(result))
     elif schedule == "combining":
       x, y, x_unlabeled = data["image"], data["label"], data["unlabeled_image"]
 
@@ -220,29 +256,32 @@ class ATCONModel(keras.Model):
       grads, (loss, sup, cons, logits, result) = self._gradients(combined)
       self.supervised_loss_tracker.update_state(sup)
       self.consistency_tracker.update_state(cons)
-      self._track_mask(result)
+      self._track_mask(self._mask_stats(result))
       self._update_metrics(x, y, logits)
     else:  # alternating
       x, y = data["image"], data["label"]
       labeled = tf.reshape(tf.cast(data["is_labeled"], tf.bool), [-1])[0]
+      n_stats = 2 if self._has_mask else 0  # mask statistics: zeros on supervised steps, weighted out
 
       def supervised_branch():
         grads, (loss, logits) = self._gradients(lambda: self._supervised(x, y, True))
-        return grads + [loss, logits]
+        return grads + [loss, logits] + [tf.zeros([], loss.dtype)] * n_stats
 
       def consistency_branch():
         grads, (loss, result) = self._gradients(lambda: self._consistency(x))
-        return grads + [loss, result.logits]
+        return grads + [loss, result.logits] + self._mask_stats(result)
 
       outputs = tf.cond(labeled, supervised_branch, consistency_branch)
-      grads, loss, logits = outputs[:-2], outputs[-2], outputs[-1]
+      n_grads = len(self.trainable_variables)
+      grads, (loss, logits), stats = outputs[:n_grads], outputs[n_grads : n_grads + 2], outputs[n_grads + 2 :]
       weight = tf.cast(labeled, loss.dtype)
       self.supervised_loss_tracker.update_state(loss, sample_weight=weight)
       self.consistency_tracker.update_state(loss, sample_weight=1.0 - weight)
+      self._track_mask(stats, weight=1.0 - weight)
       self._update_metrics(x, y, logits, weight=weight)
     self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
     self.loss_tracker.update_state(loss)
-    return self._step_logs()
+    return self._step_logs(self._train_trackers(), compiled=schedule != "atcon")
 
   def test_step(self, data):
     """Inference-mode supervised loss and metrics (if labeled) and the consistency loss."""
@@ -252,7 +291,7 @@ class ATCONModel(keras.Model):
       x, y = training_data.split_batch(data)
     cons, result = self._consistency(x)
     self.consistency_tracker.update_state(cons)
-    self._track_mask(result)
+    self._track_mask(self._mask_stats(result))
     loss = cons
     if y is not None:
       sup = tf.reduce_mean(heads.supervised_loss(y, result.logits, self.multi_label))

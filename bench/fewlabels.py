@@ -24,7 +24,9 @@ import math
 import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from atcon_tf import quiet
+
+quiet.tensorflow_logs()  # before TensorFlow is imported: no CUDA / oneDNN start-up noise
 
 import numpy as np  # noqa: E402
 from absl import app  # noqa: E402

@@ -19,7 +19,9 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from atcon_tf import quiet
+
+quiet.tensorflow_logs()  # before TensorFlow is imported: no CUDA / oneDNN start-up noise
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402

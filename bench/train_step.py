@@ -10,7 +10,9 @@ import argparse
 import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from atcon_tf import quiet
+
+quiet.tensorflow_logs()  # before TensorFlow is imported: no CUDA / oneDNN start-up noise
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -6,6 +6,8 @@ import pytest
 import tensorflow as tf
 
 import atcon_tf
+from atcon_tf import atcon_model
+from atcon_tf import choices
 from atcon_tf import losses
 from atcon_tf import testing
 from atcon_tf import training_data
@@ -222,6 +224,46 @@ def test_alternating_schedule_routes_each_loss_to_its_own_steps():
   assert logs["supervised_loss"] == pytest.approx(sup, rel=1e-5)
   assert logs["consistency_loss"] == pytest.approx(cons, rel=1e-5, abs=1e-6)
   assert logs["loss"] == pytest.approx((k * sup + (steps - k) * cons) / steps, rel=1e-5, abs=1e-6)
+  # The mask statistics average the unlabeled steps only (all the same x_u here).
+  result = losses.consistency_per_image(model.tapped, x_u, mask_intensity=200.0)
+  spread = float(tf.reduce_mean(tf.math.reduce_std(result.mask_logits, axis=[1, 2])))
+  assert spread > 0.1
+  assert logs["mask_logit_std"] == pytest.approx(spread, rel=1e-5)
+  assert logs["mask_mean"] == pytest.approx(float(tf.reduce_mean(result.mask)), rel=1e-5)
+
+
+TRAIN_KEYS = {
+  "supervised": {"loss", "supervised_loss", "accuracy"},
+  "atcon": {"loss", "consistency_loss", "mask_mean", "mask_logit_std"},
+}
+VAL_KEYS = {
+  "val_" + k for k in ("loss", "supervised_loss", "consistency_loss", "mask_mean", "mask_logit_std")
+}
+
+
+@pytest.mark.parametrize("schedule", ["supervised", "atcon"])
+def test_training_logs_only_what_the_schedule_updates(schedule, tmp_path):
+  """No idle zeros: supervised training logs no consistency / mask metrics, atcon no supervised loss or
+  accuracy; validation reports every loss for every schedule. CSVLogger keeps one column set across epochs."""
+  x, y = _data(n=8)
+  model = _model(schedule, metrics=["accuracy"])
+  csv_path = tmp_path / "history.csv"
+  history = model.fit(
+    x,
+    y,
+    batch_size=4,
+    epochs=2,
+    validation_data=(x, y),
+    callbacks=[keras.callbacks.CSVLogger(str(csv_path))],
+    verbose=0,
+  ).history
+  assert set(history) == TRAIN_KEYS[schedule] | VAL_KEYS | {"val_accuracy"}
+  assert all(value != 0 for key, values in history.items() if "mask" in key for value in values)
+  lines = csv_path.read_text().splitlines()
+  assert lines[0].split(",") == ["epoch"] + sorted(history)
+  assert len(lines) == 3 and "NA" not in csv_path.read_text()
+  val_sup = [float(line.split(",")[lines[0].split(",").index("val_supervised_loss")]) for line in lines[1:]]
+  np.testing.assert_allclose(val_sup, history["val_supervised_loss"], rtol=1e-6)
 
 
 @pytest.mark.parametrize("schedule", ["atcon", "combining"])
@@ -259,6 +301,14 @@ def test_multilabel_atcon_and_combining_train_with_binary_cross_entropy(schedule
   assert any(not np.allclose(a, b) for a, b in zip(before, _weights(model)))
   probabilities = model.predict(x, verbose=0)
   np.testing.assert_allclose(probabilities, classifier(x).numpy(), rtol=1e-5, atol=1e-7)  # Sigmoids.
+
+
+@pytest.mark.parametrize("attention", choices.ATTENTIONS)
+def test_mask_statistics_are_logged_for_the_masked_attentions_only(attention):
+  x, _ = _data(n=4)
+  history = _model("atcon", attention=attention).fit(x, batch_size=4, epochs=1, verbose=0).history
+  masked = attention in atcon_model.MASKED_ATTENTIONS
+  assert set(history) == {"loss", "consistency_loss"} | ({"mask_mean", "mask_logit_std"} if masked else set())
 
 
 def test_bad_arguments_are_named():

@@ -101,6 +101,7 @@ def test_folder_dataset_holds_out_a_fixed_test_set(tmp_path):
   images = lambda es: {e["image"].tobytes() for e in es}  # noqa: E731
   assert not images(train) & images(test)
   assert train[0]["image"].shape == (16, 16, 3) and train[0]["image"].dtype == np.uint8
+  np.testing.assert_array_equal(train[0]["size"], [20, 24])  # the original (height, width)
   again = datasets.load(f"folder:{tmp_path}", 16)  # the held-out test set does not move
   assert images(_elements(again.test)) == images(test)
 

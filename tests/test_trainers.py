@@ -416,5 +416,35 @@ def test_test_size_draws_every_class_of_a_class_sorted_folder(tmp_path):
   assert abs(model["macro_f1"]["estimate"] - model["accuracy"]["estimate"]) < 0.1
 
 
+@pytest.mark.slow
+def test_a_harmful_atcon_stage_never_ships_a_model_worse_than_its_start(tmp_path, data_dir, capsys):
+  """An ATCON stage at a huge learning rate ruins every epoch: best.keras stays the supervised model."""
+  workdir = tmp_path / "run"
+  metrics = finetune.run(_smoke(tmp_path, data_dir, atcon_lr=1.0, atcon_epochs=2, evaluate=True))
+  atcon = metrics["stages"][1]
+  assert atcon["best_is_start"] is True
+  assert atcon["best_val_supervised_loss"] == atcon["start_val_supervised_loss"]
+  rows = _history(workdir / "atcon" / "history.csv")
+  assert all(float(r["val_supervised_loss"]) > atcon["start_val_supervised_loss"] for r in rows)
+  assert "no epoch beat the starting weights" in capsys.readouterr().out
+  final = keras.saving.load_model(workdir / "best.keras", compile=False).classifier
+  supervised = keras.saving.load_model(workdir / "supervised" / "best.keras", compile=False).classifier
+  for got, want in zip(final.get_weights(), supervised.get_weights()):
+    np.testing.assert_array_equal(got, want)
+  comparison = metrics["evaluation"]["comparison"]["metrics"]  # the table still compares the two stages
+  assert comparison["accuracy"]["difference"] == 0.0
+
+
+def test_validation_size_follows_the_labeled_budget():
+  from trainers.data import validation_size
+
+  cfg = config_lib.preset("default", labels_per_class=10)
+  assert validation_size(cfg, num_classes=10, train_examples=5000) == 100  # as many as the training labels
+  assert validation_size(cfg.replace(labels_per_class=1), 10, 5000) == 20  # at least 2 per class
+  assert validation_size(cfg.replace(labels_per_class=1000), 10, 5000) == 500  # at most 500
+  assert validation_size(cfg.replace(labels_per_class=0), 10, 300) == 300  # all labeled: the split's size
+  assert validation_size(cfg.replace(val_size=64), 10, 5000) == 64  # an explicit size wins
+
+
 if __name__ == "__main__":
   sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", __file__]))

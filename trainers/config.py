@@ -79,9 +79,16 @@ class Config:
   )
   unlabeled_limit: int = _field(-1, "Use at most this many pool images (-1: all).")
   val_size: int = _field(
-    500,
+    -1,
     "Validation images for model selection, seeded and stratified by class. svhn/voc/folders: carved "
-    "from the TRAINING split (never from test); house_numbers: K of its own validation split.",
+    "from the TRAINING split (never from test); house_numbers: K of its own validation split. -1 (auto) "
+    "follows the labeled budget: as many as the labeled training images (N per class), at least 2 per "
+    "class, at most 500.",
+  )
+  skip_bad_images: bool = _field(
+    False,
+    "folder datasets: skip files that are not decodable images (counted in the log) instead of stopping "
+    "the run with their list.",
   )
   test_size: int = _field(
     0, "Evaluate on K test images, drawn with a fixed seed and stratified by class (0: all)."
@@ -161,6 +168,11 @@ class Config:
   atcon_epochs: int = _field(8, "two_stage: epochs of the ATCON stage.")
   atcon_steps_per_epoch: int = _field(25, "two_stage: ATCON steps per epoch (0: U/ubs).")
   atcon_lr: float = _field(1e-5, "two_stage: learning rate of the ATCON stage.")
+  early_stopping: int = _field(
+    0,
+    "Stop a stage after this many epochs without a lower validation supervised loss (0: never). Every "
+    "fine-tuning stage also scores its starting weights first, so it can never end worse than it began.",
+  )
   # ---- distribution
   strategy: str = _field(
     "default",

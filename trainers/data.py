@@ -84,6 +84,41 @@ def evaluation_subset(source, size: int):
   return subsets.stratified_subset(split_labels(source), size, seed=SUBSET_SEED)
 
 
+MAX_AUTO_VALIDATION = 500
+
+
+def validation_size(cfg: Config, num_classes: int, train_examples: int) -> int:
+  """--val_size, or (auto, -1) as many as the labeled training images: N per class, >= 2 per class, <= 500.
+
+  A fixed 500 would take five times the training labels at 10 labels per class; the labeled budget is what
+  a user with few labels really has for model selection too.
+  """
+  if cfg.val_size >= 0:
+    return cfg.val_size
+  budget = cfg.labels_per_class * num_classes if cfg.labels_per_class > 0 else train_examples
+  return int(min(MAX_AUTO_VALIDATION, max(2 * num_classes, budget)))
+
+
+def picture_subset(source, indices, count: int):
+  """`count` of `indices` spread over the classes (seeded), for the attention pictures."""
+  import numpy as np
+
+  from atcon_tf.data import subsets
+
+  indices = np.asarray(indices)
+  if count <= 0 or len(indices) == 0:
+    return indices[:0]
+  chosen = subsets.stratified_subset(split_labels(source)[indices], count, seed=SUBSET_SEED)
+  return indices[chosen]
+
+
+def picture_positions(source, indices, count: int):
+  """Positions in `indices` (sorted, as `source.dataset(indices)` yields them) of `picture_subset`."""
+  import numpy as np
+
+  return np.searchsorted(np.asarray(indices), picture_subset(source, indices, count))
+
+
 def load_splits(cfg: Config):
   """The dataset's splits (`atcon_tf.data.datasets.Splits`) at the run's image size."""
   from atcon_tf.data import datasets
@@ -96,6 +131,7 @@ def load_splits(cfg: Config):
     house_numbers_config=cfg.house_numbers_config,
     house_numbers_sizes=sizes,
     download=cfg.download,
+    skip_bad_images=cfg.skip_bad_images,
   )
 
 
@@ -113,7 +149,8 @@ def prepare_data(cfg: Config, preprocessing: str, num_replicas: int = 1, splits=
 
   splits = splits or load_splits(cfg)
   info = splits.info
-  carve = 0 if splits.validation is not None else cfg.val_size
+  val_size = validation_size(cfg, info.num_classes, splits.train.num_examples)
+  carve = 0 if splits.validation is not None else val_size
   plan = subsets.plan_splits(
     splits.train.labels,
     cfg.labels_per_class,
@@ -128,7 +165,7 @@ def prepare_data(cfg: Config, preprocessing: str, num_replicas: int = 1, splits=
   if len(plan.labeled) == 0:
     raise ValueError("The labeled subset is empty: check --labels_per_class and the dataset.")
   if splits.validation is not None:
-    validation_source = (splits.validation, evaluation_subset(splits.validation, cfg.val_size))
+    validation_source = (splits.validation, evaluation_subset(splits.validation, val_size))
   else:
     validation_source = (splits.train, plan.validation)
   test_source = (splits.test, evaluation_subset(splits.test, cfg.test_size))
@@ -168,9 +205,8 @@ def prepare_data(cfg: Config, preprocessing: str, num_replicas: int = 1, splits=
     .apply(tf.data.experimental.assert_cardinality(val_batches))
     .prefetch(tf.data.AUTOTUNE)
   )
-  viz = (
-    list(val_src.dataset(val_idx).take(cfg.num_viz_images).as_numpy_iterator()) if cfg.num_viz_images else []
-  )
+  viz_idx = picture_subset(val_src, val_idx, cfg.num_viz_images)  # every class, not the first few
+  viz = list(val_src.dataset(viz_idx).as_numpy_iterator()) if len(viz_idx) else []
   viz_images = np.stack([e["image"] for e in viz]) if viz else None
   viz_labels = np.stack([e["label"] for e in viz]) if viz else None
   split_sizes = dict(
@@ -181,6 +217,13 @@ def prepare_data(cfg: Config, preprocessing: str, num_replicas: int = 1, splits=
     validation_source="own validation split"
     if splits.validation is not None
     else "carved from the training split",
+  )
+  print(
+    f"labels: {len(plan.labeled)} labeled images for training, {split_sizes['validation']} for validation "
+    f"({split_sizes['validation_source']}; --val_size={cfg.val_size}"
+    + (" = auto: as many as the training labels, 2-500" if cfg.val_size < 0 else "")
+    + f"), {len(plan.unlabeled)} for the ATCON loss ({cfg.unlabeled}), {split_sizes['test']} test images",
+    flush=True,
   )
   return Data(
     info,

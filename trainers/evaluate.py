@@ -28,7 +28,9 @@ from __future__ import annotations
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from atcon_tf import quiet
+
+quiet.tensorflow_logs()  # before TensorFlow is imported: no CUDA / oneDNN start-up noise
 
 
 from trainers import data as data_lib  # noqa: E402
@@ -47,7 +49,7 @@ def define_flags():
     "workdir",
     None,
     "A trainers.finetune workdir: evaluates its best.keras with the "
-    "dataset and sizes of its config.json; writes eval.json / eval_grid.png there.",
+    "dataset and sizes of its config.json; writes evaluate.json / evaluate_grid.png there (the trainer's eval_grid.png stays).",
   )
   flags.DEFINE_string(
     "model", None, "A .keras model (ATCONModel or plain classifier) or run folder to evaluate."
@@ -125,7 +127,7 @@ def define_flags():
     "Similarity for the consistency metric (default: recorded).",
   )
   flags.DEFINE_integer("num_grid_images", o.num_grid_images, "Examples in the PNG grid (0: no grid).")
-  flags.DEFINE_string("output", None, "JSON output (default: WORKDIR/eval.json, else ./eval.json).")
+  flags.DEFINE_string("output", None, "JSON output (default: WORKDIR/evaluate.json, else ./evaluate.json).")
   flags.DEFINE_string("grid", None, "PNG grid output (default: next to the JSON, *_grid.png).")
   flags.DEFINE_integer("seed", o.seed, "Bootstrap and permutation seed.")
 
@@ -174,12 +176,19 @@ def main(argv):
     num_grid_images=f.num_grid_images,
     loss=loss,
   )
-  output = f.output or (os.path.join(f.workdir, "eval.json") if f.workdir else "eval.json")
+  # evaluate.json / evaluate_grid.png: never the trainer's metrics.json / eval_grid.png of the same run.
+  output = f.output or (os.path.join(f.workdir, "evaluate.json") if f.workdir else "evaluate.json")
   grid = f.grid or os.path.splitext(output)[0] + "_grid.png"
   models = {**paths, "model": loaded}  # loaded once: its input size chose the image size
   try:
     results = evaluation.evaluate_models(
-      models, splits.test.dataset(indices), splits.info, f.preprocessing, options, grid_path=grid
+      models,
+      splits.test.dataset(indices),
+      splits.info,
+      f.preprocessing,
+      options,
+      grid_path=grid,
+      grid_positions=data_lib.picture_positions(splits.test, indices, options.num_grid_images),
     )
   except ValueError as error:
     raise SystemExit(str(error)) from error

@@ -39,7 +39,9 @@ import shutil
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from atcon_tf import quiet
+
+quiet.tensorflow_logs()  # before TensorFlow is imported: no CUDA / oneDNN start-up noise
 
 from trainers import config as config_lib  # noqa: E402
 from trainers import data as data_lib  # noqa: E402
@@ -76,12 +78,14 @@ def evaluate_run(cfg: Config, data, models_to_compare: dict, workdir: str):
     f"\nEvaluating {', '.join(models_to_compare)} on {len(indices)} test images of {data.info.name} ...",
     flush=True,
   )
+  options = evaluation_options(cfg)
   results = evaluation.evaluate_models(
     models_to_compare,
     source.dataset(indices),
     data.info,
-    options=evaluation_options(cfg),
+    options=options,
     grid_path=os.path.join(workdir, "eval_grid.png"),
+    grid_positions=data_lib.picture_positions(source, indices, options.num_grid_images),
   )
   print(evaluation.format_table(results), flush=True)
   return results
@@ -100,6 +104,36 @@ def _default_workdir():
   return os.path.join("/tmp/atcon_tf", "finetune-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
 
 
+def _duration(seconds: float) -> str:
+  """'42 s', '3 min 12 s', '2 h 5 min'."""
+  seconds = int(round(seconds))
+  if seconds < 60:
+    return f"{seconds} s"
+  if seconds < 3600:
+    return f"{seconds // 60} min {seconds % 60} s"
+  return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def _progress_line(index: int, stages: list, elapsed: float, trained: list) -> str:
+  """`[run] stage 2 of 2 (atcon) starting; 3 min 12 s elapsed, ...`, with an estimate of the training time
+  left once a stage has been trained in this run: its measured seconds per step (validation included) times
+  the planned steps of the stages left. Only an estimate: steps of another schedule cost more or less (an
+  ATCON step does several forward/backward passes), and early stopping ends a stage sooner."""
+  line = (
+    f"[run] stage {index + 1} of {len(stages)} ({stages[index].name}) starting; {_duration(elapsed)} elapsed"
+  )
+  seconds = sum(t for t, _ in trained)
+  steps = sum(n for _, n in trained)
+  if not trained or steps <= 0:
+    return line
+  per_step = seconds / steps
+  left = sum(s.epochs * s.steps_per_epoch for s in stages[index:])
+  return (
+    f"{line}, about {_duration(per_step * left)} of training left "
+    f"(estimate: {left} steps at the {per_step:.3g} s/step measured so far)"
+  )
+
+
 def run(cfg: Config, extra_callbacks=()) -> dict:
   """Runs the whole pipeline for `cfg`; returns the contents of metrics.json."""
   import keras
@@ -111,43 +145,54 @@ def run(cfg: Config, extra_callbacks=()) -> dict:
   workdir = cfg.workdir or _default_workdir()
   if not chief:  # non-chief workers write their (identical) checkpoints to a scratch folder
     workdir = os.path.join(workdir, f"worker-{strategy.cluster_resolver.task_id}")
+  fresh = not os.path.exists(workdir)  # removed again if the run fails before its first stage
   os.makedirs(workdir, exist_ok=True)
-  keras.utils.set_random_seed(cfg.seed)
+  try:
+    keras.utils.set_random_seed(cfg.seed)
 
-  print(f"workdir: {workdir}\npreparing data: {cfg.dataset} ...", flush=True)
-  splits = data_lib.load_splits(cfg)
-  with strategy.scope():
-    choice = models.choose_model(cfg, splits.info.num_classes)
-  data = data_lib.prepare_data(cfg, choice.preprocessing, strategy.num_replicas_in_sync, splits=splits)
-  print(f"data ready ({time.time() - start:.0f} s): {data.info.name}, {data.sizes}", flush=True)
-  stages = stages_lib.plan_stages(cfg, data)
-  results_lib.write_json(
-    os.path.join(workdir, CONFIG_FILE),
-    {
-      "config": dataclasses.asdict(cfg),
-      "workdir": workdir,
-      "preprocessing": choice.preprocessing,
-      "augment": data.augment,
-      "dataset": data.info.to_json(),
-      "split_sizes": data.sizes,
-      "stages": [dataclasses.asdict(s) for s in stages],
-      "num_replicas": strategy.num_replicas_in_sync,
-      "tensorflow": tf.__version__,
-      "keras": keras.__version__,
-    },
-  )
+    print(f"workdir: {workdir}\npreparing data: {cfg.dataset} ...", flush=True)
+    splits = data_lib.load_splits(cfg)
+    with strategy.scope():
+      choice = models.choose_model(cfg, splits.info.num_classes)
+    data = data_lib.prepare_data(cfg, choice.preprocessing, strategy.num_replicas_in_sync, splits=splits)
+    print(f"data ready ({time.time() - start:.0f} s): {data.info.name}, {data.sizes}", flush=True)
+    stages = stages_lib.plan_stages(cfg, data)
+    results_lib.write_json(
+      os.path.join(workdir, CONFIG_FILE),
+      {
+        "config": dataclasses.asdict(cfg),
+        "workdir": workdir,
+        "preprocessing": choice.preprocessing,
+        "augment": data.augment,
+        "dataset": data.info.to_json(),
+        "split_sizes": data.sizes,
+        "stages": [dataclasses.asdict(s) for s in stages],
+        "num_replicas": strategy.num_replicas_in_sync,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+      },
+    )
 
-  models_to_compare = {}
-  if cfg.schedule == "atcon":  # the model before any training, for the before/after table
-    initial = os.path.join(workdir, "initial.keras")
-    if not os.path.isfile(initial):
-      with strategy.scope():
-        models.make_atcon_model(choice, cfg, "supervised", data.info, cfg.lr).save(initial)
-    models_to_compare["before (imported)"] = initial
+    models_to_compare = {}
+    if cfg.schedule == "atcon":  # the model before any training, for the before/after table
+      initial = os.path.join(workdir, "initial.keras")
+      if not os.path.isfile(initial):
+        with strategy.scope():
+          models.make_atcon_model(choice, cfg, "supervised", data.info, cfg.lr).save(initial)
+      models_to_compare["before (imported)"] = initial
+  except BaseException:
+    if fresh:
+      shutil.rmtree(workdir, ignore_errors=True)
+    raise
 
   summaries = []
-  for stage in stages:
+  trained = []  # (seconds, steps) of the stages trained in this run, for the time estimate
+  for index, stage in enumerate(stages):
     stage_dir = os.path.join(workdir, stage.name) if len(stages) > 1 else workdir
+    if index:
+      print(_progress_line(index, stages, time.time() - start, trained), flush=True)
+    skipped = os.path.isfile(os.path.join(stage_dir, stages_lib.STAGE_DONE_FILE))
+    stage_start = time.time()
     choice, summary = stages_lib.train_stage(
       stage,
       choice,
@@ -160,6 +205,8 @@ def run(cfg: Config, extra_callbacks=()) -> dict:
       chief,
     )
     summaries.append(summary)
+    if not skipped:
+      trained.append((time.time() - stage_start, summary["epochs"] * stage.steps_per_epoch))
     name = f"{stage.name} (stage {len(summaries)})" if len(stages) > 1 else stage.name
     models_to_compare[name] = os.path.join(stage_dir, "best.keras")
   final_best = os.path.join(workdir, "best.keras")
@@ -189,13 +236,21 @@ def run(cfg: Config, extra_callbacks=()) -> dict:
 def main(argv):
   from atcon_tf.backbones import WeightsUnavailableError
   from atcon_tf.contract import ContractError
+  from atcon_tf.data.folders import FolderDatasetError
+  from atcon_tf.data.image_check import BadImagesError
   from atcon_tf.data.tfds_sources import DataUnavailableError
 
   if len(argv) > 1:
     raise SystemExit(f"Unexpected arguments: {argv[1:]}")
   try:
     run(config_lib.config_from_flags())
-  except (DataUnavailableError, WeightsUnavailableError, ContractError) as error:  # what to do, no traceback
+  except (  # what to do, without a traceback
+    DataUnavailableError,
+    WeightsUnavailableError,
+    ContractError,
+    FolderDatasetError,
+    BadImagesError,
+  ) as error:
     raise SystemExit(f"ERROR: {error}") from None
 
 

@@ -17,6 +17,7 @@ from trainers.config import Config
 from trainers.data import Data
 
 STAGE_DONE_FILE = "done.json"
+START_FILE = "start.json"  # validation loss of a stage's starting weights
 
 
 @dataclasses.dataclass
@@ -100,6 +101,32 @@ def _trained(best, choice):
   return dataclasses.replace(choice, classifier=best.classifier, target_layer=best.tapped.target_layer_path)
 
 
+def _score_start(model, data, stage_dir: str, best_path: str) -> float:
+  """Validation supervised loss of the stage's starting weights, saved as the first candidate `best.keras`.
+
+  So checkpoint selection includes the start: a stage whose every epoch is worse (an ATCON stage with too
+  large a learning rate) ends with the weights it began with. Stored in start.json for resumed runs.
+  """
+  import math
+
+  path = os.path.join(stage_dir, START_FILE)
+  if os.path.isfile(path):
+    with open(path) as f:
+      return json.load(f)["val_supervised_loss"]
+  scores = model.evaluate(distribution.shard_by_data(data.validation), verbose=0, return_dict=True)
+  loss = float(scores["supervised_loss"])
+  if math.isfinite(loss):
+    model.save(best_path)
+  with open(path, "w") as f:
+    json.dump({"val_supervised_loss": loss}, f)
+  return loss
+
+
+def _lowest(*values):
+  finite = [v for v in values if v is not None and v == v]
+  return min(finite) if finite else None
+
+
 def train_stage(
   stage: Stage,
   choice: models.ModelChoice,
@@ -130,6 +157,7 @@ def train_stage(
   csv_path = os.path.join(stage_dir, "history.csv")
   with strategy.scope():
     model = models.make_atcon_model(choice, cfg, stage.schedule, data.info, stage.lr)
+  start_loss = _score_start(model, data, stage_dir, best_path)
   callbacks = [
     keras.callbacks.BackupAndRestore(os.path.join(stage_dir, "backup")),
     keras.callbacks.ModelCheckpoint(
@@ -137,7 +165,7 @@ def train_stage(
       monitor="val_supervised_loss",
       mode="min",
       save_best_only=True,
-      initial_value_threshold=best_logged(csv_path),
+      initial_value_threshold=_lowest(start_loss, best_logged(csv_path)),
       verbose=0,
     ),
     keras.callbacks.CSVLogger(csv_path, append=True),
@@ -155,6 +183,10 @@ def train_stage(
         labels=data.viz_labels,
         class_names=data.info.class_names,
       )
+    )
+  if cfg.early_stopping > 0:
+    callbacks.append(
+      keras.callbacks.EarlyStopping(monitor="val_supervised_loss", mode="min", patience=cfg.early_stopping)
     )
   callbacks.extend(extra_callbacks)
 
@@ -178,13 +210,24 @@ def train_stage(
     model.save(best_path)
   with strategy.scope():
     best = keras.saving.load_model(best_path, compile=False)
+  best_epoch_loss = best_logged(csv_path)
+  best_is_start = best_epoch_loss is None or not best_epoch_loss < start_loss
+  if best_is_start:
+    print(
+      f"[{stage.name}] no epoch beat the starting weights on validation (supervised loss {start_loss:.4f} at "
+      f"the start, {best_epoch_loss if best_epoch_loss is None else round(best_epoch_loss, 4)} at best): "
+      "best.keras is the starting model.",
+      flush=True,
+    )
   summary = {
     "stage": stage.name,
     "schedule": stage.schedule,
     "epochs": _epochs_logged(csv_path),
     "steps_per_epoch": stage.steps_per_epoch,
     "lr": stage.lr,
-    "best_val_supervised_loss": best_logged(csv_path),
+    "start_val_supervised_loss": start_loss,
+    "best_val_supervised_loss": _lowest(start_loss, best_epoch_loss),
+    "best_is_start": best_is_start,
     "seconds_this_run": round(time.time() - start, 1),
     "target_layer": best.tapped.target_layer_path,
   }

@@ -12,8 +12,9 @@ Where each split comes from (the validation split is NEVER carved from test):
 * voc2007 (`tfds_sources.py`): train = `train+validation`, test = `test` (VOC2007 test has annotations).
 * house_numbers (below; scenes from `house_numbers.py`, tfds builder in `house_numbers_tfds.py`): its own train /
   validation / test splits (disjoint parts), generated offline.
-* folder:PATH (`folders.py`): PATH/train, PATH/validation (or val) and PATH/test if they exist; otherwise a
-  fixed-seed 20% of PATH is the test set and validation is carved from the rest.
+* folder:PATH (`folders.py`): PATH/train, PATH/validation (or val) and PATH/test; without test/ a fixed-seed 20% of
+  train is the test set; without split folders (PATH/<class>/) a fixed-seed 20% of PATH. Validation, when there
+  is none, is carved from the rest. Every file is checked (decoded) when the dataset loads.
 
 Nothing here can download: when tfds data is missing, `DataUnavailableError` says how to prepare it elsewhere.
 Augmentation is in `augmentation.py`, box conventions for the metrics in `box_conventions.py`.
@@ -100,11 +101,14 @@ def load(
   house_numbers_config: str = "single",
   house_numbers_sizes: dict | None = None,
   download: bool = False,
+  skip_bad_images: bool = False,
 ) -> Splits:
   """The splits of dataset `name` (see the module docstring) at `image_size`.
 
   house_numbers_sizes: {"train": n, "validation": n, "test": n} (generated; each size set has its own folder).
   download: let tfds try to download (never works on the offline machines; the error explains what to do).
+  skip_bad_images: folder datasets only (every file is checked when they load): skip the files that are not
+    usable images, counted in the log, instead of raising `folders.BadImagesError` that lists them.
   """
   if name == "house_numbers":
     return _house_numbers_splits(house_numbers_config, image_size, data_dir, house_numbers_sizes)
@@ -113,5 +117,7 @@ def load(
   if name in ("voc2007", "voc2012"):
     return voc_splits(name[3:], image_size, data_dir, download)
   if name.startswith("folder:"):
-    return folder_splits(os.path.expanduser(name[len("folder:") :]), image_size)
+    return folder_splits(
+      os.path.expanduser(name[len("folder:") :]), image_size, skip_bad_images=skip_bad_images
+    )
   raise ValueError(f"Unknown dataset {name!r}; choose one of {list(choices.DATASETS)}.")

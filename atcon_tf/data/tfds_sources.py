@@ -6,6 +6,8 @@ to prepare it elsewhere and copy it here.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 
 import numpy as np
@@ -88,22 +90,41 @@ def _unavailable(name, builder, error):
   )
 
 
+@contextlib.contextmanager
+def _quiet_tfds_probe():
+  """tfds' absl log messages below ERROR hidden: when the data is missing, its warning ("Variant folder ...
+  has no dataset_info.json") would come before our own message and mislead; when it is there, its INFO lines
+  add nothing. Only around our probe: downloads and other tfds calls keep their logs."""
+  from absl import logging as absl_logging
+
+  logger = absl_logging.get_absl_logger()
+  level = logger.level
+  logger.setLevel(max(level, logging.ERROR))
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
+
+
 def _tfds_split(name: str, split: str, data_dir: str | None, download: bool):
   """tfds dataset of one split, deterministic order, plus its size."""
   import tensorflow_datasets as tfds
 
+  def load():
+    with _quiet_tfds_probe():
+      return tfds.load(
+        name, split=split, data_dir=data_dir, shuffle_files=False, with_info=True, download=False
+      )
+
   try:
-    ds, info = tfds.load(
-      name, split=split, data_dir=data_dir, shuffle_files=False, with_info=True, download=False
-    )
+    ds, info = load()
   except Exception as error:  # noqa: BLE001
     if download:
       _tfds_builder(name, data_dir, download=True)
-      ds, info = tfds.load(
-        name, split=split, data_dir=data_dir, shuffle_files=False, with_info=True, download=False
-      )
+      ds, info = load()
     else:
-      builder = tfds.builder(name, data_dir=data_dir)
+      with _quiet_tfds_probe():
+        builder = tfds.builder(name, data_dir=data_dir)
       raise _unavailable(name, builder, error) from error
   try:
     count = sum(info.splits[s].num_examples for s in split.split("+"))

@@ -15,6 +15,11 @@ Every gRPC failure is raised as `ServingError` (status code, details, the call, 
 Modules: `api` (the client), `overlays` (attention maps over images, PNGs), `__main__` (the CLI).
 """
 
+from atcon_tf import quiet
+
+quiet.tensorflow_logs()  # Before the TF Serving protos import TensorFlow: no start-up noise on CPU machines.
+
+
 from serving.client.api import BYTES_KEY
 from serving.client.api import CLASS_IDS_KEY
 from serving.client.api import IMAGES_KEY

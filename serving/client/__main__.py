@@ -1,5 +1,8 @@
 """The client's command line: top classes of each image, and Grad-CAM / guided-backprop overlays.
 
+Classes are printed by name: from --labels when given, else from the served contract's class names (our
+server; real TF Serving serves none, and bare ids are printed).
+
 python -m serving.client --server=127.0.0.1:8500 --model=atcon --out_dir=overlays a.png b.jpg
 """
 
@@ -23,7 +26,9 @@ def define_flags():
   )
   flags.DEFINE_integer("class_id", None, "Explain this class instead of the top-1.")
   flags.DEFINE_integer("top_k", 3, "Classes to print per image.")
-  flags.DEFINE_string("labels", None, "Text file with one class name per line.")
+  flags.DEFINE_string(
+    "labels", None, "Text file with one class name per line (default: the served contract's class names)."
+  )
   flags.DEFINE_string(
     "out_dir", ".", "Where to write <image>_gradcam.png and <image>_guided_backprop.png overlays ('' = none)."
   )
@@ -44,22 +49,34 @@ def main(argv):
   class_ids = None if f.class_id is None else [f.class_id] * len(paths)
   with ServingClient(f.server, timeout=f.timeout, max_message_mb=f.max_message_mb) as client:
     try:
-      result = client.predict(paths, f.model, signature=f.signature, version=f.version, class_ids=class_ids)
+      result = client.predict(
+        paths,
+        f.model,
+        signature=f.signature,
+        version=f.version,
+        class_ids=class_ids,
+        with_class_names=labels is None,  # --labels wins over the served contract
+      )
     except (ServingError, FileNotFoundError, ValueError) as e:
       print(f"error: {e}", file=sys.stderr)
       return 1
   print(f"model {result.model} version {result.version} signature {result.signature}")
+  names = labels or result.class_names
+
+  def name(c):
+    c = int(c)
+    return names[c] if names and 0 <= c < len(names) else str(c)
+
   probabilities = result.get("probabilities")
   for i, path in enumerate(paths):
     parts = []
     if probabilities is not None:
       order = np.argsort(-probabilities[i])[: f.top_k]
       for c in order:
-        name = labels[c] if labels and c < len(labels) else str(c)
-        parts.append(f"{name} {probabilities[i, c]:.3f}")
+        parts.append(f"{name(c)} {probabilities[i, c]:.3f}")
     line = f"{path}: " + ", ".join(parts)
     if "class_ids" in result:
-      line += f" | explained class {int(result['class_ids'][i])}"
+      line += f" | explained class {name(result['class_ids'][i])}"
     if "consistency" in result:
       line += f" | consistency {float(result['consistency'][i]):+.3f}"
     print(line)

@@ -4,6 +4,7 @@
     result = client.predict(["cat.png"], model="atcon")     # encoded files -> predict_bytes
     result = client.predict(images, model="atcon")           # (B, H, W, 3) -> serving_default
     result["probabilities"], result["gradcam"], result.version
+    result.class_names, result.class_name(3)  # from the served contract (None / "3" where it has none)
     client.metadata("atcon"); client.status("atcon")
     client.contract("atcon")  # preprocessing, image size, class names... (local server only)
 
@@ -40,6 +41,12 @@ _CONTRACT_HINT_NO_CONTRACT = (
   f"this export records no contract: the export's assets.extra/{layout.EXPORT_INFO_FILE} holds it once the "
   "model is re-exported with serving.export"
 )
+# Answers meaning "this server or export has no contract" (cached as no class names); others may pass.
+_NO_CONTRACT_CODES = (
+  grpc.StatusCode.INVALID_ARGUMENT,
+  grpc.StatusCode.FAILED_PRECONDITION,
+  grpc.StatusCode.UNIMPLEMENTED,
+)
 _STATE_NAMES = dict(get_model_status_pb2.ModelVersionStatus.State.items())
 _STATE_NAMES = {v: k for k, v in _STATE_NAMES.items()}
 
@@ -72,13 +79,25 @@ class ServingError(Exception):
 
 
 class Prediction(collections.abc.Mapping):
-  """Outputs of one Predict call (a read-only dict of NumPy arrays) and which model answered."""
+  """Outputs of one Predict call (a read-only dict of NumPy arrays) and which model answered.
 
-  def __init__(self, outputs, model, version, signature):
+  class_names: the answering version's class names (index = class id) from its served contract, or None
+  (real TF Serving serves no contract; an export may record no names).
+  """
+
+  def __init__(self, outputs, model, version, signature, class_names=None):
     self.outputs = outputs
     self.model = model
     self.version = version
     self.signature = signature
+    self.class_names = list(class_names) if class_names else None
+
+  def class_name(self, class_id):
+    """The name of class `class_id` when the contract has it, else the id as text."""
+    class_id = int(class_id)
+    if self.class_names and 0 <= class_id < len(self.class_names):
+      return self.class_names[class_id]
+    return str(class_id)
 
   def __getitem__(self, key):
     return self.outputs[key]
@@ -137,6 +156,7 @@ class ServingClient:
     self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
     self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
     self._signature_cache = {}
+    self._class_names_cache = {}
 
   def close(self):
     self._channel.close()
@@ -247,6 +267,28 @@ class ServingClient:
       )
     return json.loads(value.value)
 
+  def class_names(self, model, version=None, version_label=None):
+    """The class names in the served contract of `model` (a version, or the latest), or None.
+
+    None when the server answers no contract (real TF Serving) or the export records no names. A given
+    version's answer is asked once and cached; transient failures (UNAVAILABLE, NOT_FOUND, ...) are not cached.
+    """
+    key = (model, version, version_label)
+    if key in self._class_names_cache:
+      return self._class_names_cache[key]
+    try:
+      names = self.contract(model, version, version_label).get("class_names") or None
+    except ServingError as e:
+      if e.code not in _NO_CONTRACT_CODES:
+        return None
+      names = None
+    except ValueError:  # not JSON
+      names = None
+    names = [str(n) for n in names] if names else None
+    if version is not None or version_label is not None:
+      self._class_names_cache[key] = names
+    return names
+
   def status(self, model, version=None, version_label=None):
     """[{'version', 'state' ('AVAILABLE', 'LOADING', 'END', ...), 'error_code', 'error_message'}]."""
     request = get_model_status_pb2.GetModelStatusRequest(
@@ -352,9 +394,17 @@ class ServingClient:
     return request
 
   def predict(
-    self, images, model, signature=None, version=None, output_filter=None, class_ids=None, version_label=None
+    self,
+    images,
+    model,
+    signature=None,
+    version=None,
+    output_filter=None,
+    class_ids=None,
+    version_label=None,
+    with_class_names=True,
   ):
-    """Runs a signature; returns a `Prediction` (dict of NumPy arrays, + model/version).
+    """Runs a signature; returns a `Prediction` (dict of NumPy arrays, + model/version/class names).
 
     images: a (B, H, W, C) array (or list of HxWxC arrays) of raw pixels, or image file paths /
       encoded JPEG/PNG bytes (one or a list). Arrays are cast to the signature's input dtype
@@ -363,6 +413,8 @@ class ServingClient:
       with class_ids, 'explain_class' / 'explain_class_bytes'. 'predict' = no maps.
     class_ids: one class per image (or one for all) to explain; -1 = top-1 class.
     output_filter: names of the outputs to return (default: all of the signature's).
+    with_class_names: fill `Prediction.class_names` from the answering version's contract (one extra call
+      per model version, cached; None on servers without the contract, such as real TF Serving).
     """
     input_spec = None
     if not _is_encoded_input(images):
@@ -380,11 +432,18 @@ class ServingClient:
       f"Predict(model={model!r}, signature={request.model_spec.signature_name!r})",
     )
     outputs = {alias: tensors.to_numpy(proto) for alias, proto in response.outputs.items()}
+    answered = response.model_spec.version.value if response.model_spec.HasField("version") else None
+    names = None
+    if with_class_names and answered is not None:  # the version that answered: cached
+      names = self.class_names(model, answered)
+    elif with_class_names:
+      names = self.class_names(model, version, version_label)
     return Prediction(
       outputs,
       response.model_spec.name,
       response.model_spec.version.value,
       response.model_spec.signature_name or request.model_spec.signature_name,
+      class_names=names,
     )
 
 

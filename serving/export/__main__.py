@@ -4,10 +4,11 @@ Exports with the contract the model recorded when it was trained (preprocessing,
 settings, class names). A flag given explicitly overrides the recorded value, with a warning.
 """
 
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from atcon_tf import quiet
+
+quiet.tensorflow_logs()  # before TensorFlow is imported: no CUDA / oneDNN start-up noise
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402

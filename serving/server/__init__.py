@@ -25,9 +25,9 @@ Modules, one job each:
 - `__main__`: the command line.
 """
 
-import os
+from atcon_tf import quiet  # noqa: E402
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is first imported.
+quiet.tensorflow_logs()  # Before TensorFlow is first imported: no start-up noise on CPU machines.
 
 # pylint: disable=wrong-import-position
 from serving.server.manager import MAX_LOAD_ATTEMPTS  # noqa: E402

@@ -43,7 +43,14 @@ def _map_functions(tapped, size, config):
 
 
 def model_outputs(
-  loaded, ds, info, preprocessing: str, config, batch_size: int = 64, num_examples: int = 0
+  loaded,
+  ds,
+  info,
+  preprocessing: str,
+  config,
+  batch_size: int = 64,
+  num_examples: int = 0,
+  example_positions=None,
 ) -> dict:
   """Per-image outputs of `loaded` (a `loading.LoadedModel`) over canonical elements `ds`.
 
@@ -51,7 +58,8 @@ def model_outputs(
   (-ATCON cost under `config`), label, size, index, boxes / box_labels (per image); for datasets with boxes
   one (image, class) pair per class present: pair_image, pair_class, pair_cam (ReLU Grad-CAM of that class)
   and agnostic_cam per image (ReLU Grad-CAM of the sum of the logits); input_size; target_layer (the
-  Grad-CAM layer used); and `examples`: the first `num_examples` images with their maps, for the grid.
+  Grad-CAM layer used); and `examples`: the images at `example_positions` (positions in `ds`; default the
+  first `num_examples`) with their maps, for the grid.
   """
   import tensorflow as tf
 
@@ -68,6 +76,7 @@ def model_outputs(
   out = {
     k: [] for k in per_image + ("boxes", "box_labels", "pair_image", "pair_class", "pair_cam", "agnostic_cam")
   }
+  wanted = sorted(int(p) for p in example_positions) if example_positions is not None else range(num_examples)
   examples = {k: [] for k in ("image", "label", "pred", "probs", "cam", "guided_backprop", "mask")}
   offset = 0
   batches = padded_eval_batches(ds, batch_size, info.num_classes, info.multi_label)
@@ -79,12 +88,12 @@ def model_outputs(
     for key in ("label", "size", "index"):
       out[key].append(batch[key])
     n = len(values["pred"])
-    keep = max(0, min(n, num_examples - offset))
+    keep = [p - offset for p in wanted if offset <= p < offset + n]
     if keep:
-      examples["image"].append(batch["image"][:keep])
-      examples["label"].append(batch["label"][:keep])
+      examples["image"].append(batch["image"][keep])
+      examples["label"].append(batch["label"][keep])
       for key in ("pred", "probs", "cam", "guided_backprop", "mask"):
-        examples[key].append(values[key][:keep])
+        examples[key].append(values[key][keep])
     for i in range(n):
       valid = batch["box_labels"][i] >= 0
       out["boxes"].append(batch["boxes"][i][valid])

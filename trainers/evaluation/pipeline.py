@@ -18,14 +18,22 @@ def images_per_class(labels, info) -> dict:
 
 
 def evaluate_models(
-  models: dict, ds, info, preprocessing: str | None = None, options: EvalOptions | None = None, grid_path=None
+  models: dict,
+  ds,
+  info,
+  preprocessing: str | None = None,
+  options: EvalOptions | None = None,
+  grid_path=None,
+  grid_positions=None,
 ) -> dict:
   """Evaluates `models` ({name: model, ATCONModel, model file, run folder or `loading.LoadedModel`}) on
   canonical elements `ds`.
 
   Each model is run with its recorded preprocessing unless `preprocessing` is given (then all use it); the
   consistency of all models uses one loss configuration (`loss_config`). With two or more models the first
-  and the last are compared on the same images. Returns a JSON-ready dict (numpy scalars aside).
+  and the last are compared on the same images. `grid_positions`: which images of `ds` the PNG grid shows
+  (default: the first `options.num_grid_images`; callers pass a selection across classes). Returns a
+  JSON-ready dict (numpy scalars aside).
   """
   from atcon_tf import loading
 
@@ -39,9 +47,13 @@ def evaluate_models(
   config, source = options_lib.loss_config({n: m.contract for n, m in loaded.items()}, options.loss)
   used = {n: options_lib.preprocessing_for(n, m.contract, preprocessing) for n, m in loaded.items()}
   keep = options.num_grid_images if grid_path else 0
+  if grid_positions is not None:
+    grid_positions = list(grid_positions)[:keep]
   outs, pers = {}, {}
   for name, model in loaded.items():
-    outs[name] = outputs_lib.model_outputs(model, ds, info, used[name], config, options.batch_size, keep)
+    outs[name] = outputs_lib.model_outputs(
+      model, ds, info, used[name], config, options.batch_size, keep, example_positions=grid_positions
+    )
     pers[name] = per_image.per_image_metrics(outs[name], info)
   names = list(models)
   results = {
