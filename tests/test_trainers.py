@@ -414,6 +414,12 @@ def test_test_size_draws_every_class_of_a_class_sorted_folder(tmp_path):
   assert model["macro_f1"]["absent_classes"] == 0
   assert model["accuracy"]["estimate"] >= 0.9  # a trivially separable set: the model is balanced
   assert abs(model["macro_f1"]["estimate"] - model["accuracy"]["estimate"]) < 0.1
+  # The folder names travel with the model into its export's contract.
+  from atcon_tf import loading
+
+  assert loading.load_model(str(tmp_path / "run")).contract.class_names == tuple(
+    f"class_{c}" for c in range(4)
+  )
 
 
 @pytest.mark.slow
