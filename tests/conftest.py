@@ -226,3 +226,20 @@ def assert_serving(setup):
   assert setup["server"].alive(), setup["server"].log()[-3000:]
   result = setup["client"].predict(pixels(1), "tiny", signature="predict")
   assert result["probabilities"].shape == (1, CLASSES)
+
+
+def smoke_config(tmp_path, data_dir, **overrides):
+  """The `smoke` preset writing to tmp_path/run, quiet, no evaluation or pictures unless overridden."""
+  from trainers import config as config_lib
+
+  values = dict(workdir=str(tmp_path / "run"), data_dir=data_dir, evaluate=False, viz_every=0, verbose=0)
+  values.update(overrides)
+  return config_lib.preset("smoke", **values)
+
+
+def read_history(path):
+  """The rows of a Keras CSVLogger file."""
+  import csv
+
+  with open(path) as f:
+    return list(csv.DictReader(f))

@@ -1,7 +1,6 @@
 """trainers.finetune / trainers.evaluate on the tiny `smoke` preset: every schedule, resume after an interrupted
 fit, the CLIs end to end (JSON, PNG, TensorBoard summaries), export hook, flags and presets."""
 
-import csv
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ import pytest
 from PIL import Image
 
 from atcon_tf import backbones, visualize
+from tests.conftest import read_history, smoke_config
 from trainers import config as config_lib
 from trainers import data as data_lib
 from trainers import finetune, models, stages
@@ -29,24 +29,13 @@ def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp("tfds"))
 
 
-def _smoke(tmp_path, data_dir, **overrides):
-  values = dict(workdir=str(tmp_path / "run"), data_dir=data_dir, evaluate=False, viz_every=0, verbose=0)
-  values.update(overrides)
-  return config_lib.preset("smoke", **values)
-
-
-def _history(path):
-  with open(path) as f:
-    return list(csv.DictReader(f))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["alternating", "combining"])  # supervised: the resume test
 def test_schedule_trains_a_few_steps(tmp_path, data_dir, schedule):
-  metrics = finetune.run(_smoke(tmp_path, data_dir, schedule=schedule))
+  metrics = finetune.run(smoke_config(tmp_path, data_dir, schedule=schedule))
   workdir = tmp_path / "run"
   assert metrics["stages"][0]["schedule"] == schedule and metrics["stages"][0]["epochs"] == 2
-  rows = _history(workdir / "history.csv")
+  rows = read_history(workdir / "history.csv")
   assert [int(r["epoch"]) for r in rows] == [0, 1]
   assert all(np.isfinite(float(r["val_supervised_loss"])) for r in rows)
   if schedule == "combining":
@@ -63,7 +52,7 @@ def test_atcon_schedule_fine_tunes_an_imported_model(tmp_path, data_dir):
   path = str(tmp_path / "imported.keras")
   backbones.small_resnet(16, 10, width=4, blocks=(1, 1), seed=3).save(path)
   metrics = finetune.run(
-    _smoke(
+    smoke_config(
       tmp_path,
       data_dir,
       schedule="atcon",
@@ -138,7 +127,7 @@ class _EpochRecorder(keras.callbacks.Callback):
 
 @pytest.mark.slow
 def test_interrupted_fit_resumes_and_finishes_with_the_same_epoch_count(tmp_path, data_dir):
-  cfg = _smoke(tmp_path, data_dir, schedule="supervised", epochs=3, steps_per_epoch=2)
+  cfg = smoke_config(tmp_path, data_dir, schedule="supervised", epochs=3, steps_per_epoch=2)
   workdir = tmp_path / "run"
   with pytest.raises(KeyboardInterrupt):
     finetune.run(cfg, extra_callbacks=[_Interrupt(after=3)])  # in the second epoch
@@ -150,7 +139,7 @@ def test_interrupted_fit_resumes_and_finishes_with_the_same_epoch_count(tmp_path
   recorder = _EpochRecorder()
   metrics = finetune.run(cfg, extra_callbacks=[recorder])
   assert recorder.epochs == [1, 2]  # continued where the backup left off
-  assert [int(r["epoch"]) for r in _history(workdir / "history.csv")] == [0, 1, 2]
+  assert [int(r["epoch"]) for r in read_history(workdir / "history.csv")] == [0, 1, 2]
   assert metrics["stages"][0]["epochs"] == 3
   assert not (workdir / "backup").exists()
   model = keras.saving.load_model(workdir / "best.keras", compile=False)
@@ -363,7 +352,7 @@ def test_imagenet_weights_unavailable_error_explains_what_to_do(monkeypatch):
 
 
 def test_steps_per_epoch_follow_the_authors_rules(tmp_path, data_dir):
-  cfg = _smoke(tmp_path, data_dir, steps_per_epoch=0, atcon_steps_per_epoch=0, batch_size=4, alpha=2.0)
+  cfg = smoke_config(tmp_path, data_dir, steps_per_epoch=0, atcon_steps_per_epoch=0, batch_size=4, alpha=2.0)
   data = data_lib.prepare_data(cfg, "imagenet_torch")
   s, u = data.sizes["labeled"], data.sizes["unlabeled"]
   assert (s, u) == (20, 76)
@@ -371,85 +360,6 @@ def test_steps_per_epoch_follow_the_authors_rules(tmp_path, data_dir):
   assert [(st.schedule, st.steps_per_epoch) for st in two] == [("supervised", 5), ("atcon", 19)]
   alternating = stages.plan_stages(cfg.replace(schedule="alternating"), data)
   assert alternating[0].steps_per_epoch == int(2.0 * 20 / 4 + 76 / 4)
-
-
-def _colour_folders(root, classes=4, train=24, test=10, size=16):
-  """train/ and test/ folders of PNGs, one solid noisy colour per class: a model learns it in a few steps."""
-  rng = np.random.default_rng(0)
-  colours = [(230, 20, 20), (20, 230, 20), (20, 20, 230), (230, 230, 20)]
-  for split, count in (("train", train), ("test", test)):
-    for c in range(classes):
-      folder = root / split / f"class_{c}"
-      folder.mkdir(parents=True)
-      for k in range(count):
-        pixels = np.clip(np.array(colours[c]) + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"{k}.png")
-
-
-@pytest.mark.slow
-def test_test_size_draws_every_class_of_a_class_sorted_folder(tmp_path):
-  """--test_size below the test split's size: the first K images would be the first classes only."""
-  _colour_folders(tmp_path / "data")
-  metrics = finetune.run(
-    config_lib.preset(
-      "smoke",
-      dataset=f"folder:{tmp_path / 'data'}",
-      schedule="supervised",
-      labels_per_class=0,
-      val_size=8,
-      test_size=20,
-      epochs=3,
-      steps_per_epoch=8,
-      workdir=str(tmp_path / "run"),
-      evaluate=True,
-      viz_every=0,
-      verbose=0,
-      resnet_width=8,
-    )
-  )
-  evaluation = metrics["evaluation"]
-  assert evaluation["num_images"] == 20
-  assert evaluation["images_per_class"] == {f"class_{c}": 5 for c in range(4)}
-  model = evaluation["models"]["supervised"]["metrics"]
-  assert model["macro_f1"]["absent_classes"] == 0
-  assert model["accuracy"]["estimate"] >= 0.9  # a trivially separable set: the model is balanced
-  assert abs(model["macro_f1"]["estimate"] - model["accuracy"]["estimate"]) < 0.1
-  # The folder names travel with the model into its export's contract.
-  from atcon_tf import loading
-
-  assert loading.load_model(str(tmp_path / "run")).contract.class_names == tuple(
-    f"class_{c}" for c in range(4)
-  )
-
-
-@pytest.mark.slow
-def test_a_harmful_atcon_stage_never_ships_a_model_worse_than_its_start(tmp_path, data_dir, capsys):
-  """An ATCON stage at a huge learning rate ruins every epoch: best.keras stays the supervised model."""
-  workdir = tmp_path / "run"
-  metrics = finetune.run(_smoke(tmp_path, data_dir, atcon_lr=1.0, atcon_epochs=2, evaluate=True))
-  atcon = metrics["stages"][1]
-  assert atcon["best_is_start"] is True
-  assert atcon["best_val_supervised_loss"] == atcon["start_val_supervised_loss"]
-  rows = _history(workdir / "atcon" / "history.csv")
-  assert all(float(r["val_supervised_loss"]) > atcon["start_val_supervised_loss"] for r in rows)
-  assert "no epoch beat the starting weights" in capsys.readouterr().out
-  final = keras.saving.load_model(workdir / "best.keras", compile=False).classifier
-  supervised = keras.saving.load_model(workdir / "supervised" / "best.keras", compile=False).classifier
-  for got, want in zip(final.get_weights(), supervised.get_weights()):
-    np.testing.assert_array_equal(got, want)
-  comparison = metrics["evaluation"]["comparison"]["metrics"]  # the table still compares the two stages
-  assert comparison["accuracy"]["difference"] == 0.0
-
-
-def test_validation_size_follows_the_labeled_budget():
-  from trainers.data import validation_size
-
-  cfg = config_lib.preset("default", labels_per_class=10)
-  assert validation_size(cfg, num_classes=10, train_examples=5000) == 100  # as many as the training labels
-  assert validation_size(cfg.replace(labels_per_class=1), 10, 5000) == 20  # at least 2 per class
-  assert validation_size(cfg.replace(labels_per_class=1000), 10, 5000) == 500  # at most 500
-  assert validation_size(cfg.replace(labels_per_class=0), 10, 300) == 300  # all labeled: the split's size
-  assert validation_size(cfg.replace(val_size=64), 10, 5000) == 64  # an explicit size wins
 
 
 if __name__ == "__main__":

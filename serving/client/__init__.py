@@ -12,7 +12,7 @@ CLI:
 prints the top classes of each image and writes Grad-CAM / guided-backprop overlays.
 
 Every gRPC failure is raised as `ServingError` (status code, details, the call, a hint).
-Modules: `api` (the client), `overlays` (attention maps over images, PNGs), `__main__` (the CLI).
+Modules: `api` (the client), `inputs` (images in), `results` (Prediction, ServingError), `overlays` (attention maps over images, PNGs), `__main__` (the CLI).
 """
 
 from atcon_tf import quiet
@@ -23,9 +23,8 @@ quiet.tensorflow_logs()  # Before the TF Serving protos import TensorFlow: no st
 from serving.client.api import BYTES_KEY
 from serving.client.api import CLASS_IDS_KEY
 from serving.client.api import IMAGES_KEY
-from serving.client.api import Prediction
 from serving.client.api import ServingClient
-from serving.client.api import ServingError
-from serving.client.api import read_encoded
+from serving.client.inputs import read_encoded
+from serving.client.results import Prediction, ServingError
 from serving.client.overlays import overlay
 from serving.client.overlays import write_overlays

@@ -13,7 +13,8 @@ import numpy as np
 from absl import app
 from absl import flags
 
-from serving.client.api import ServingClient, ServingError
+from serving.client.api import ServingClient
+from serving.client.results import ServingError
 from serving.client.overlays import write_overlays
 
 

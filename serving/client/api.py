@@ -11,9 +11,7 @@
 Every gRPC failure is raised as `ServingError` (status code, details, the call, a hint).
 """
 
-import collections.abc
 import json
-import os
 import time
 
 import grpc
@@ -27,6 +25,8 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from serving import tensors
+from serving.client.inputs import _cast_pixels, _check_shape, _is_encoded_input, read_encoded
+from serving.client.results import _HINTS, Prediction, ServingError
 from serving.export import layout
 
 IMAGES_KEY = "images"
@@ -49,95 +49,6 @@ _NO_CONTRACT_CODES = (
 )
 _STATE_NAMES = dict(get_model_status_pb2.ModelVersionStatus.State.items())
 _STATE_NAMES = {v: k for k, v in _STATE_NAMES.items()}
-
-_HINTS = {
-  grpc.StatusCode.UNAVAILABLE: "is a model server running and listening at {target}?",
-  grpc.StatusCode.DEADLINE_EXCEEDED: "no answer within timeout={timeout}s; raise the timeout, or "
-  "send smaller batches",
-  grpc.StatusCode.RESOURCE_EXHAUSTED: "a message exceeded the size limit (client "
-  "max_message_mb={max_message_mb}); raise it or send "
-  "smaller batches",
-  grpc.StatusCode.NOT_FOUND: "check the model name and version (client.status(model) lists "
-  "the loaded versions)",
-  grpc.StatusCode.FAILED_PRECONDITION: "check the signature name (client.metadata(model) "
-  "lists the signatures)",
-}
-
-
-class ServingError(Exception):
-  """A failed call to the model server: `.code` (grpc.StatusCode) and `.details` (its message)."""
-
-  def __init__(self, code, details, call, target, hint=None):
-    self.code = code
-    self.details = details or ""
-    self.call = call
-    self.target = target
-    message = f"{call} on {target} failed: {code.name}: {self.details}"
-    if hint:
-      message += f" (hint: {hint})"
-    super().__init__(message)
-
-
-class Prediction(collections.abc.Mapping):
-  """Outputs of one Predict call (a read-only dict of NumPy arrays) and which model answered.
-
-  class_names: the answering version's class names (index = class id) from its served contract, or None
-  (real TF Serving serves no contract; an export may record no names).
-  """
-
-  def __init__(self, outputs, model, version, signature, class_names=None):
-    self.outputs = outputs
-    self.model = model
-    self.version = version
-    self.signature = signature
-    self.class_names = list(class_names) if class_names else None
-
-  def class_name(self, class_id):
-    """The name of class `class_id` when the contract has it, else the id as text."""
-    class_id = int(class_id)
-    if self.class_names and 0 <= class_id < len(self.class_names):
-      return self.class_names[class_id]
-    return str(class_id)
-
-  def __getitem__(self, key):
-    return self.outputs[key]
-
-  def __iter__(self):
-    return iter(self.outputs)
-
-  def __len__(self):
-    return len(self.outputs)
-
-  def __repr__(self):
-    shapes = ", ".join(f"{k}: {v.dtype}{list(v.shape)}" for k, v in sorted(self.outputs.items()))
-    return (
-      f"Prediction(model={self.model!r}, version={self.version}, signature={self.signature!r}, {{{shapes}}})"
-    )
-
-
-def _is_encoded_input(images):
-  if isinstance(images, (str, bytes, os.PathLike)):
-    return True
-  if isinstance(images, (list, tuple)) and images:
-    return all(isinstance(i, (str, bytes, bytearray, os.PathLike)) for i in images)
-  return False
-
-
-def read_encoded(images):
-  """Paths and/or encoded bytes -> list of bytes (FileNotFoundError names the missing file)."""
-  if isinstance(images, (str, bytes, os.PathLike)):
-    images = [images]
-  encoded = []
-  for item in images:
-    if isinstance(item, (bytes, bytearray)):
-      encoded.append(bytes(item))
-      continue
-    path = os.fspath(item)
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f"No image file at {path!r}.")
-    with open(path, "rb") as f:
-      encoded.append(f.read())
-  return encoded
 
 
 class ServingClient:
@@ -445,29 +356,3 @@ class ServingClient:
       response.model_spec.signature_name or request.model_spec.signature_name,
       class_names=names,
     )
-
-
-def _check_shape(shape, expected, signature):
-  fixed = "[" + ", ".join("?" if d is None else str(d) for d in expected) + "]"
-  if len(shape) != len(expected) or any(
-    want is not None and got != want for got, want in zip(shape, expected)
-  ):
-    raise ValueError(
-      f"Images of shape {list(shape)} do not fit signature {signature!r}, which "
-      f"takes {fixed} (a batch of images: add a batch axis for one image)."
-    )
-  if shape and shape[0] == 0:
-    raise ValueError("No images to send (empty batch).")
-
-
-def _cast_pixels(values, dtype):
-  if dtype == "uint8" and values.dtype != np.uint8:
-    if values.size and (values.min() < 0 or values.max() > 255 or not np.all(np.equal(np.mod(values, 1), 0))):
-      raise ValueError(
-        f"The model takes uint8 raw pixels (0..255); got {values.dtype} values in "
-        f"[{values.min()}, {values.max()}]. Send integer pixel values."
-      )
-    return values.astype(np.uint8)
-  if dtype == "float32" and values.dtype != np.float32:
-    return values.astype(np.float32)
-  return values
