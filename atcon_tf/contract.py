@@ -63,7 +63,7 @@ class ServingContract:
     changes = {k: v for k, v in overrides.items() if v is not None}
     for key, value in changes.items():
       recorded = getattr(self, key)
-      if recorded is not None and recorded != value and key != "image_size":
+      if recorded is not None and recorded != value:
         log.warning("%s %s=%r overrides the model's recorded %s=%r.", source, key, value, key, recorded)
     return dataclasses.replace(self, **changes)
 

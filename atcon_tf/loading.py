@@ -77,6 +77,6 @@ def load_model(model_or_path) -> LoadedModel:
     if run.get("preprocessing"):
       contract = contract.with_overrides(source=RUN_CONFIG_FILE, preprocessing=run["preprocessing"])
   shape = tuple(getattr(classifier, "input_shape", None) or ())
-  if len(shape) == 4 and shape[1] is not None and shape[2] is not None:
-    contract = contract.with_overrides(image_size=(int(shape[1]), int(shape[2])))
+  if contract.image_size is None and len(shape) == 4 and None not in shape[1:3]:
+    contract = contract.with_overrides(image_size=(int(shape[1]), int(shape[2])))  # a plain model: read it
   return LoadedModel(classifier, contract, path)
