@@ -32,7 +32,7 @@ BACKBONE_PREPROCESSING = {
 }
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
-DATASETS = ("house_numbers", "svhn", "voc2007", "voc2012", "folder:PATH")
+DATASETS = ("house_numbers", "svhn", "fashion_mnist", "voc2007", "voc2012", "folder:PATH")
 HOUSE_NUMBERS_CONFIGS = ("single", "multi")
 
 

@@ -34,8 +34,9 @@ class Config:
   # ---- data
   dataset: str = _field(
     "house_numbers",
-    "house_numbers (synthetic, offline), svhn (tfds svhn_cropped), voc2007 / "
-    "voc2012 (tfds voc, multi-label, boxes), or folder:PATH (one sub-folder per class; "
+    "house_numbers (synthetic, offline), svhn (tfds svhn_cropped), fashion_mnist (tfds, else Debian's "
+    "dataset-fashion-mnist), voc2007 / voc2012 (tfds voc, multi-label, boxes), or folder:PATH (one "
+    "sub-folder per class; "
     "PATH/train + PATH/test used if present).",
   )
   house_numbers_config: str = _field(

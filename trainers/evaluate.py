@@ -61,7 +61,9 @@ def define_flags():
     "(differences = compare - model, p-values).",
   )
   flags.DEFINE_string(
-    "dataset", None, "house_numbers | svhn | voc2007 | voc2012 | folder:PATH (default: the workdir's)."
+    "dataset",
+    None,
+    "house_numbers | svhn | fashion_mnist | voc2007 | voc2012 | folder:PATH (default: the workdir's).",
   )
   flags.DEFINE_enum(
     "house_numbers_config",

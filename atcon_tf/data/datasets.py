@@ -10,6 +10,8 @@ Where each split comes from (the validation split is NEVER carved from test):
 * voc2012 (`tfds_sources.py`): train = `train`, test = `validation` (the authors' protocol: VOC12-val is their
   test set, §4.1).
 * voc2007 (`tfds_sources.py`): train = `train+validation`, test = `test` (VOC2007 test has annotations).
+* fashion_mnist (`fashion_mnist.py`): tfds `fashion_mnist` if prepared in data_dir, else the idx files of
+  Debian's `dataset-fashion-mnist`; train = its 60,000, test = its 10,000; validation carved from train.
 * house_numbers (below; scenes from `house_numbers.py`, tfds builder in `house_numbers_tfds.py`): its own train /
   validation / test splits (disjoint parts), generated offline.
 * folder:PATH (`folders.py`): PATH/train, PATH/validation (or val) and PATH/test; without test/ a fixed-seed 20% of
@@ -29,6 +31,7 @@ import tensorflow as tf
 
 from atcon_tf import choices
 from atcon_tf.data.canonical import DatasetInfo, Source, Splits, canonical_element
+from atcon_tf.data.fashion_mnist import fashion_mnist_splits
 from atcon_tf.data.folders import folder_splits
 from atcon_tf.data.tfds_sources import DataUnavailableError, svhn_splits, voc_splits
 
@@ -114,6 +117,8 @@ def load(
     return _house_numbers_splits(house_numbers_config, image_size, data_dir, house_numbers_sizes)
   if name == "svhn":
     return svhn_splits(image_size, data_dir, download)
+  if name == "fashion_mnist":
+    return fashion_mnist_splits(image_size, data_dir)
   if name in ("voc2007", "voc2012"):
     return voc_splits(name[3:], image_size, data_dir, download)
   if name.startswith("folder:"):

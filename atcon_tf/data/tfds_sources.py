@@ -106,7 +106,7 @@ def _quiet_tfds_probe():
     logger.setLevel(level)
 
 
-def _tfds_split(name: str, split: str, data_dir: str | None, download: bool):
+def tfds_split(name: str, split: str, data_dir: str | None, download: bool):
   """tfds dataset of one split, deterministic order, plus its size."""
   import tensorflow_datasets as tfds
 
@@ -139,7 +139,7 @@ def _tfds_split(name: str, split: str, data_dir: str | None, download: bool):
 
 
 def _svhn_source(split, data_dir, download, image_size, need_labels):
-  ds, count = _tfds_split("svhn_cropped", split, data_dir, download)
+  ds, count = tfds_split("svhn_cropped", split, data_dir, download)
 
   def make():
     def convert(index, e):
@@ -200,7 +200,7 @@ def _objects(e):
 
 
 def _voc_source(name, split, data_dir, download, image_size, need_labels):
-  ds, count = _tfds_split(name, split, data_dir, download)
+  ds, count = tfds_split(name, split, data_dir, download)
 
   def label_of(e):
     labels, difficult, _ = _objects(e)
