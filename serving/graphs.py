@@ -24,22 +24,38 @@ EXPLAIN_OUTPUTS = ("probabilities", "class_ids", "gradcam", "guided_backprop", "
 PREDICT_OUTPUTS = ("probabilities", "class_ids")
 
 
-def decode_images(encoded, image_size, channels):
+def decode_images(encoded, image_size, channels, max_pixels=None):
   """Encoded JPEG/PNG/GIF/BMP strings (B,) -> float32 raw pixels (B, H, W, C) in [0, 255].
 
   Each image is decoded to `channels` channels and resized to `image_size` (bilinear with
   antialiasing; an image that already has the size passes through unchanged). An
-  undecodable string raises InvalidArgumentError.
+  undecodable string, or one whose header declares more than `max_pixels` pixels (checked
+  before decoding, see `serving.export.decode_limits`), raises InvalidArgumentError.
   """
   height, width = image_size
 
-  def one(data):
-    image = tf.io.decode_image(data, channels=channels, dtype=tf.uint8, expand_animations=False)
+  def one(args):
+    data, index = args
+    image = decode_one(data, index, channels, max_pixels)
     # At the same size this resize is the identity (sampling at the pixel centres).
     resized = tf.image.resize(tf.cast(image, tf.float32), [height, width], method="bilinear", antialias=True)
     return tf.ensure_shape(resized, [height, width, channels])
 
-  return tf.map_fn(one, encoded, fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32))
+  indices = tf.range(tf.shape(encoded)[0])
+  return tf.map_fn(
+    one, (encoded, indices), fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32)
+  )
+
+
+def decode_one(data, index, channels, max_pixels=None):
+  """One encoded image -> uint8 (h, w, channels), its header size checked against `max_pixels` first."""
+  checks = []
+  if max_pixels:
+    from serving.export import decode_limits
+
+    checks = [decode_limits.check_size(data, index, max_pixels)]
+  with tf.control_dependencies(checks):
+    return tf.io.decode_image(data, channels=channels, dtype=tf.uint8, expand_animations=False)
 
 
 def check_class_ids(class_ids, batch_size, num_classes):
@@ -59,6 +75,8 @@ def explain_outputs(tapped, x, class_ids=None, config=None):
   """The explaining signatures' outputs for a preprocessed batch `x` (B, H, W, C)."""
   e = maps.explain(tapped, x, class_ids, config)
   gradcam, guided = maps.displayed(e, tf.shape(x)[1:3])
+  # The resize loses the static size: declare (B, H, W) like guided_backprop, for clients and TF Serving.
+  gradcam = tf.ensure_shape(gradcam, [None, x.shape[1], x.shape[2]])
   return {
     "probabilities": e.probabilities,
     "class_ids": e.class_ids,

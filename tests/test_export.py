@@ -409,7 +409,10 @@ def test_info_json_is_valid(exported):
     "predict",
     "predict_bytes",
     "explain_class_bytes",
+    "predict_only_bytes",
+    "overlays_bytes",
   ]
+  assert info["max_image_pixels"] == 4096 * 4096
   assert info["preprocessing_formula"] == preprocessing.get("scale_0_1").formula
   assert info["contract"] == {
     "preprocessing": "scale_0_1",

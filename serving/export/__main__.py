@@ -42,6 +42,11 @@ flags.DEFINE_enum(
   "similarity", None, list(choices.SIMILARITIES), "Map similarity for `consistency` (default: recorded)."
 )
 flags.DEFINE_list("class_names", None, "Class names, in class-id order (default: recorded).")
+flags.DEFINE_integer(
+  "max_image_pixels",
+  None,
+  "Encoded images with more pixels (read from their header) are refused before decoding (default 4096*4096).",
+)
 flags.DEFINE_boolean("warmup", True, "Write assets.extra/tf_serving_warmup_requests.")
 for _required in ("model", "export_dir", "name"):
   flags.mark_flag_as_required(_required)
@@ -76,8 +81,9 @@ def main(argv):
       class_names=f.class_names,
       warmup=f.warmup,
       input_dtype=f.input_dtype,
+      max_image_pixels=f.max_image_pixels,
     )
-  except (ContractError, FileNotFoundError, FileExistsError) as error:
+  except (ContractError, FileNotFoundError, FileExistsError, ValueError) as error:
     raise SystemExit(f"ERROR: {error}") from None
   print(path)
   sys.stdout.flush()

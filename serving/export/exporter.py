@@ -90,6 +90,7 @@ def export_model(
   contract=None,
   warmup=True,
   input_dtype="float32",
+  max_image_pixels=None,
 ):
   """Exports a classifier to `export_dir/name/version/` for TF Serving; returns that path.
 
@@ -106,6 +107,8 @@ def export_model(
       the contract's fields (logged when they change a recorded value).
     warmup: write `assets.extra/tf_serving_warmup_requests` (one request per signature).
     input_dtype: dtype of the `images` input, 'float32' or 'uint8'.
+    max_image_pixels: encoded images whose header declares more pixels are refused before decoding
+      (InvalidArgument naming the image and its size); default `decode_limits.DEFAULT_MAX_PIXELS`.
   """
   import keras
   import tensorflow as tf
@@ -114,6 +117,13 @@ def export_model(
 
   if not name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
     raise ValueError(f"Model name {name!r} must be non-empty and use only letters, digits, '_', '.', '-'.")
+  from serving.export import decode_limits
+
+  if max_image_pixels is None:
+    max_image_pixels = decode_limits.DEFAULT_MAX_PIXELS
+  if int(max_image_pixels) < 1:
+    raise ValueError(f"max_image_pixels must be a positive pixel count, got {max_image_pixels!r}.")
+  max_image_pixels = int(max_image_pixels)
   if input_dtype not in signatures.INPUT_DTYPES:
     raise ValueError(f"input_dtype must be one of {signatures.INPUT_DTYPES}, got {input_dtype!r}.")
   loaded, resolved, channels, num_classes = resolve_contract(
@@ -135,7 +145,7 @@ def export_model(
     version = layout.check_version(base_path, version)
   tapped = atcon_tf.TappedModel(loaded.classifier, resolved.target_layer, multi_label=resolved.multi_label)
   resolved = resolved.with_overrides(target_layer=tapped.target_layer_path)
-  archive = signatures.build_archive(tapped, resolved, channels, input_dtype, num_classes)
+  archive = signatures.build_archive(tapped, resolved, channels, input_dtype, num_classes, max_image_pixels)
   from atcon_tf import preprocessing as preprocessing_lib
 
   info = {
@@ -153,6 +163,7 @@ def export_model(
     "target_layer": resolved.target_layer,
     "mask_intensity": resolved.mask_intensity,
     "signatures": list(signatures.SIGNATURES),
+    "max_image_pixels": max_image_pixels,
     "source": loaded.path,
     "model_name": loaded.classifier.name,
     "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

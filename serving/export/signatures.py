@@ -6,26 +6,40 @@
 - `predict`:              images                          -> probabilities, class_ids
 - `predict_bytes`:        images_bytes (B,) string        -> as serving_default
 - `explain_class_bytes`:  images_bytes, class_ids         -> as explain_class
+- `predict_only_bytes`:   images_bytes                    -> probabilities, class_ids (no maps)
+- `overlays_bytes`:       images_bytes                    -> probabilities, class_ids, consistency,
+                                                              gradcam_bytes, guided_backprop_bytes (PNGs)
+Every `*_bytes` input has its header size checked against `max_pixels` before decoding.
 SavedModel signatures cannot have optional inputs (TF Serving requires every input of a
 signature), hence the separate `explain_class*` signatures for an explicit class.
 The preprocessing of the model's contract runs inside every graph.
 """
 
-SIGNATURES = ("serving_default", "explain_class", "predict", "predict_bytes", "explain_class_bytes")
+SIGNATURES = (
+  "serving_default",
+  "explain_class",
+  "predict",
+  "predict_bytes",
+  "explain_class_bytes",
+  "predict_only_bytes",
+  "overlays_bytes",
+)
+BYTES_SIGNATURES = tuple(s for s in SIGNATURES if s.endswith("_bytes"))
 IMAGES_KEY = "images"
 BYTES_KEY = "images_bytes"
 CLASS_IDS_KEY = "class_ids"
 INPUT_DTYPES = ("float32", "uint8")
 
 
-def build_archive(tapped, contract, channels, input_dtype, num_classes):
-  """A `keras.export.ExportArchive` with the five signatures, computed as `serving.graphs` says."""
+def build_archive(tapped, contract, channels, input_dtype, num_classes, max_pixels):
+  """A `keras.export.ExportArchive` with the signatures above, computed as `serving.graphs` says."""
   import keras
   import tensorflow as tf
 
   from atcon_tf import preprocessing
   from atcon_tf.losses import ConsistencyConfig
   from serving import graphs
+  from serving.export import overlays
 
   height, width = contract.image_size
   loss = ConsistencyConfig(**contract.consistency_settings())
@@ -43,7 +57,15 @@ def build_archive(tapped, contract, channels, input_dtype, num_classes):
     return graphs.explain_outputs(tapped, x, class_ids, loss)
 
   def decode(images_bytes):
-    return graphs.decode_images(images_bytes, (height, width), channels)
+    return graphs.decode_images(images_bytes, (height, width), channels, max_pixels)
+
+  def overlay(images_bytes):
+    outputs = explain(decode(images_bytes))
+    gradcam_png, guided_png = overlays.overlay_pngs(
+      images_bytes, outputs["gradcam"], outputs["guided_backprop"], max_pixels
+    )
+    kept = {k: outputs[k] for k in ("probabilities", "class_ids", "consistency")}
+    return dict(kept, gradcam_bytes=gradcam_png, guided_backprop_bytes=guided_png)
 
   archive = keras.export.ExportArchive()
   archive.track(tapped.model)
@@ -62,4 +84,10 @@ def build_archive(tapped, contract, channels, input_dtype, num_classes):
     lambda images_bytes, class_ids: explain(decode(images_bytes), class_ids),
     input_signature=[bytes_spec, class_spec],
   )
+  archive.add_endpoint(
+    "predict_only_bytes",
+    lambda images_bytes: graphs.predict_outputs(tapped, model_input(decode(images_bytes))),
+    input_signature=[bytes_spec],
+  )
+  archive.add_endpoint("overlays_bytes", overlay, input_signature=[bytes_spec])
   return archive

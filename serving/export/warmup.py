@@ -38,6 +38,8 @@ def _records(image_size, channels, input_dtype, name=""):
     "predict": {images_key: images},
     "predict_bytes": {bytes_key: encoded},
     "explain_class_bytes": {bytes_key: encoded, class_key: class_ids},
+    "predict_only_bytes": {bytes_key: encoded},
+    "overlays_bytes": {bytes_key: encoded},
   }
   records = []
   for signature in signatures.SIGNATURES:

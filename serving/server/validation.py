@@ -6,6 +6,8 @@ the whole process in oneDNN, and this server must never crash. Messages and stat
 TF Serving's: input-set mismatches and bad output filters are INVALID_ARGUMENT.
 """
 
+import re
+
 import grpc
 
 from serving import export as export_lib
@@ -33,6 +35,7 @@ def tf_error(error, signature):
   code = _GRPC_CODES.get(getattr(error, "error_code", None), grpc.StatusCode.INTERNAL)
   message = getattr(error, "message", None) or str(error)
   noise = ("Graph execution error", "Detected at node", "<stack traces unavailable>")
+  message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message)
   lines = [line.strip() for line in message.splitlines()]
   gist = [
     line
