@@ -15,6 +15,7 @@ from absl import app
 from absl import flags
 from absl import logging as absl_logging
 
+from serving.server import startup
 from serving.server.manager import server_config_from_flags
 from serving.server.services import LocalServer
 
@@ -41,17 +42,18 @@ def main(argv):
   log.setLevel(logging.INFO)  # Loads, swaps and unloads of versions.
   try:
     server_config = server_config_from_flags(f.model_name, f.model_base_path, f.model_config_file)
-  except ValueError as e:
-    raise SystemExit(str(e)) from None
-  server = LocalServer(
-    server_config,
-    host=f.host,
-    port=f.port,
-    poll_seconds=f.file_system_poll_wait_seconds,
-    max_message_mb=f.max_message_mb,
-    threads=f.threads,
-    warmup=f.warmup,
-  )
+    startup.check_server_config(server_config)
+    server = LocalServer(
+      server_config,
+      host=f.host,
+      port=f.port,
+      poll_seconds=f.file_system_poll_wait_seconds,
+      max_message_mb=f.max_message_mb,
+      threads=f.threads,
+      warmup=f.warmup,
+    )
+  except (ValueError, OSError, startup.StartupError) as e:
+    raise SystemExit(f"ERROR: {e}") from None
   server.start()
   done = threading.Event()
   for signum in (signal.SIGINT, signal.SIGTERM):

@@ -44,6 +44,7 @@ class ModelState:
     self.available = {}  # version -> Servable
     self.states = {}  # version -> (State, StatusProto)
     self.failures = collections.Counter()
+    self.warned_empty = False
 
 
 class ModelManager:
@@ -127,7 +128,8 @@ class ModelManager:
       if os.path.isfile(os.path.join(p, "saved_model.pb"))
     }
     if not on_disk:
-      if not state.available:
+      if not state.available and not state.warned_empty:  # once, not every poll
+        state.warned_empty = True
         log.warning("No versions of model %s found under %s", config.name, config.base_path)
       return  # Keep serving what is loaded: a vanished folder must not take the model down.
     wanted = self._wanted(config, on_disk)

@@ -29,6 +29,7 @@ from tensorflow_serving.apis import status_pb2
 from serving import export as export_lib
 from serving import tensors
 from serving.server.manager import ModelManager
+from serving.server import startup
 from serving.server.servable import CLASSIFY_METHOD
 from serving.server.validation import ServingError, invalid
 
@@ -230,9 +231,12 @@ class LocalServer:
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.manager), self.server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    self.port = self.server.add_insecure_port(address)
+    try:
+      self.port = self.server.add_insecure_port(address)
+    except RuntimeError as e:  # grpcio >= 1.60 raises where older versions returned 0
+      raise startup.bind_error(address, "gRPC", e) from None
     if not self.port:
-      raise OSError(f"Cannot bind {address}.")
+      raise startup.bind_error(address, "gRPC")
     self.host = host
 
   @property
