@@ -2,7 +2,8 @@
 
 `classification`: accuracy, macro-F1 (single- and multi-label); `bootstrap`: bstrap-style CIs, the authors'
 pooled p-value and paired tests for two models on the same images; `localization`: the paper's
-weakly-supervised-detection IoU and the pointing games.
+weakly-supervised-detection IoU and the pointing games; `faithfulness`: deletion / insertion AUC (maps without
+boxes).
 No TensorFlow here, so reading results or recomputing a table stays cheap.
 """
 
@@ -21,6 +22,12 @@ from atcon_tf.metrics.classification import (
   macro_f1_multilabel,
   per_class_f1,
   per_class_f1_multilabel,
+)
+from atcon_tf.metrics.faithfulness import (
+  baseline_images,
+  curve_auc,
+  deletion_insertion_auc,
+  perturbation_curves,
 )
 from atcon_tf.metrics.localization import (
   binarize_cam,
@@ -50,6 +57,10 @@ __all__ = [
   "macro_f1_multilabel",
   "per_class_f1",
   "per_class_f1_multilabel",
+  "baseline_images",
+  "curve_auc",
+  "deletion_insertion_auc",
+  "perturbation_curves",
   "binarize_cam",
   "boxes_to_mask",
   "energy_pointing_game",
