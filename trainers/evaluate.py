@@ -16,6 +16,10 @@ Metrics (bootstrap mean and 5th-95th percentile = 90% CI, `atcon_tf.metrics`):
     present) and the energy pointing game, with baselines printed beside them: image centre, a uniform
     random point (expected hit rate = box area share) and a class-agnostic map (Grad-CAM of the sum of the
     logits).
+* deletion / insertion AUC (any dataset, no boxes needed; `atcon_tf.metrics.faithfulness`): how fast the
+  top-1 probability falls / rises as the pixels a map ranks highest are replaced by a blurred (or mean) image
+  / put back, in `--faithfulness_steps` equal steps, for Grad-CAM and guided backprop, on the first
+  `--faithfulness_images` test images. Deletion: lower is better; insertion: higher is better.
 * consistency = -ATCON loss per image (higher = more consistent), with the loss settings the model records.
 Two models: differences and p-values on the same images (`--pvalue_test=paired`: exact McNemar for
 accuracy, sign-flip permutation test for the rest; `pooled`: the authors' bstrap test).
@@ -128,6 +132,18 @@ def define_flags():
     list(choices.SIMILARITIES),
     "Similarity for the consistency metric (default: recorded).",
   )
+  flags.DEFINE_integer(
+    "faithfulness_steps", o.faithfulness_steps, "Deletion / insertion AUC: steps of the curves (0: off)."
+  )
+  flags.DEFINE_integer(
+    "faithfulness_images", o.faithfulness_images, "Deletion / insertion AUC on the first K test images."
+  )
+  flags.DEFINE_enum(
+    "faithfulness_baseline",
+    o.faithfulness_baseline,
+    ["blur", "mean"],
+    "What removed pixels become: blur (Gaussian, sigma = size / 8) or mean (channel means).",
+  )
   flags.DEFINE_integer("num_grid_images", o.num_grid_images, "Examples in the PNG grid (0: no grid).")
   flags.DEFINE_string("output", None, "JSON output (default: WORKDIR/evaluate.json, else ./evaluate.json).")
   flags.DEFINE_string("grid", None, "PNG grid output (default: next to the JSON, *_grid.png).")
@@ -177,6 +193,9 @@ def main(argv):
     seed=f.seed,
     num_grid_images=f.num_grid_images,
     loss=loss,
+    faithfulness_steps=f.faithfulness_steps,
+    faithfulness_images=f.faithfulness_images,
+    faithfulness_baseline=f.faithfulness_baseline,
   )
   # evaluate.json / evaluate_grid.png: never the trainer's metrics.json / eval_grid.png of the same run.
   output = f.output or (os.path.join(f.workdir, "evaluate.json") if f.workdir else "evaluate.json")

@@ -66,6 +66,9 @@ def evaluation_options(cfg: Config):
     pvalue_test=cfg.pvalue_test,
     absent_classes=cfg.absent_classes,
     seed=cfg.seed,
+    faithfulness_steps=cfg.faithfulness_steps,
+    faithfulness_images=cfg.faithfulness_images,
+    faithfulness_baseline=cfg.faithfulness_baseline,
   )
 
 
@@ -239,6 +242,7 @@ def main(argv):
   from atcon_tf.data.folders import FolderDatasetError
   from atcon_tf.data.image_check import BadImagesError
   from atcon_tf.data.tfds_sources import DataUnavailableError
+  from atcon_tf.weight_files import WeightsFileError
 
   if len(argv) > 1:
     raise SystemExit(f"Unexpected arguments: {argv[1:]}")
@@ -250,6 +254,7 @@ def main(argv):
     ContractError,
     FolderDatasetError,
     BadImagesError,
+    WeightsFileError,
   ) as error:
     raise SystemExit(f"ERROR: {error}") from None
 

@@ -59,7 +59,8 @@ def choose_model(cfg: Config, num_classes: int) -> ModelChoice:
     resnet_blocks=cfg.resnet_blocks,
   )
   preprocessing = resolve_preprocessing(cfg)
-  return ModelChoice(classifier, preprocessing, cfg.target_layer)
+  target_layer = cfg.target_layer or choices.BACKBONE_TARGET_LAYER.get(cfg.backbone)
+  return ModelChoice(classifier, preprocessing, target_layer)
 
 
 def resolve_preprocessing(cfg: Config) -> str:

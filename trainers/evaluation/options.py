@@ -31,10 +31,17 @@ class EvalOptions:
   # Macro-F1 and classes without a test image: "exclude" (undefined, left out) or "zero" (the authors' rule).
   absent_classes: str = "exclude"
   loss: object = None
+  # Deletion / insertion AUC (maps without boxes): steps of the curves (0: off), on the first K test images,
+  # removed pixels replaced by the baseline image (blur | mean; atcon_tf.metrics.faithfulness).
+  faithfulness_steps: int = 16
+  faithfulness_images: int = 500
+  faithfulness_baseline: str = "blur"
 
   def __post_init__(self):
     if self.pvalue_test not in PVALUE_TESTS:
       raise ValueError(f"Unknown pvalue_test {self.pvalue_test!r}; choose one of {list(PVALUE_TESTS)}.")
+    if self.faithfulness_baseline not in ("blur", "mean"):
+      raise ValueError(f"Unknown faithfulness_baseline {self.faithfulness_baseline!r}; choose blur or mean.")
     if self.absent_classes not in ABSENT_CLASS_RULES:
       raise ValueError(
         f"Unknown absent_classes {self.absent_classes!r}; choose one of {list(ABSENT_CLASS_RULES)}."

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from trainers.evaluation import faithfulness
+
 
 def _map_functions(tapped, size, config):
   """(explain, class_cam, agnostic_cam) as graph functions of preprocessed batches."""
@@ -51,6 +53,7 @@ def model_outputs(
   batch_size: int = 64,
   num_examples: int = 0,
   example_positions=None,
+  options=None,
 ) -> dict:
   """Per-image outputs of `loaded` (a `loading.LoadedModel`) over canonical elements `ds`.
 
@@ -59,7 +62,9 @@ def model_outputs(
   one (image, class) pair per class present: pair_image, pair_class, pair_cam (ReLU Grad-CAM of that class)
   and agnostic_cam per image (ReLU Grad-CAM of the sum of the logits); input_size; target_layer (the
   Grad-CAM layer used); and `examples`: the images at `example_positions` (positions in `ds`; default the
-  first `num_examples`) with their maps, for the grid.
+  first `num_examples`) with their maps, for the grid. With `options` (EvalOptions) that enable it, also the
+  deletion / insertion AUC of both maps per image (`faithfulness.KEYS`; NaN after the first
+  `options.faithfulness_images`).
   """
   import tensorflow as tf
 
@@ -71,11 +76,14 @@ def model_outputs(
   tapped = atcon_tf.TappedModel(classifier, contract.target_layer, multi_label=info.multi_label)
   size = tuple(int(s) for s in classifier.input_shape[1:3])
   explain, class_cam, agnostic_cam = _map_functions(tapped, size, config)
+  faithful = faithfulness.enabled(options)
+  scores = faithfulness.score_function(tapped, size) if faithful else None
 
   per_image = ("logits", "probs", "pred", "cam", "consistency", "label", "size", "index")
   out = {
     k: [] for k in per_image + ("boxes", "box_labels", "pair_image", "pair_class", "pair_cam", "agnostic_cam")
   }
+  out.update({k: [] for k in faithfulness.KEYS})
   wanted = sorted(int(p) for p in example_positions) if example_positions is not None else range(num_examples)
   examples = {k: [] for k in ("image", "label", "pred", "probs", "cam", "guided_backprop", "mask")}
   offset = 0
@@ -88,6 +96,17 @@ def model_outputs(
     for key in ("label", "size", "index"):
       out[key].append(batch[key])
     n = len(values["pred"])
+    if faithful:
+      m = int(np.clip(options.faithfulness_images - offset, 0, n))
+      auc = {k: np.full(n, np.nan) for k in faithfulness.KEYS}
+      if m:
+        got = faithfulness.batch_values(
+          scores, x[:m], values["cam"][:m], values["guided_backprop"][:m], values["pred"][:m], options
+        )
+        for k in faithfulness.KEYS:
+          auc[k][:m] = got[k]
+      for k in faithfulness.KEYS:
+        out[k].append(auc[k])
     keep = [p - offset for p in wanted if offset <= p < offset + n]
     if keep:
       examples["image"].append(batch["image"][keep])
@@ -113,7 +132,7 @@ def model_outputs(
     offset += n
   if offset == 0:
     raise ValueError("The test set is empty.")
-  result = {k: np.concatenate(out[k]) for k in per_image}
+  result = {k: np.concatenate(out[k]) for k in per_image + (faithfulness.KEYS if faithful else ())}
   result.update(
     boxes=out["boxes"],
     box_labels=out["box_labels"],

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from trainers.evaluation import faithfulness
+
 
 def correctness(out: dict, multi_label: bool) -> np.ndarray:
   """1.0 where the top-1 class is right (multi-label: is one of the image's labels), else 0.0."""
@@ -79,6 +81,9 @@ def per_image_metrics(out: dict, info, seed: int = 20) -> dict:
     "correct": correctness(out, info.multi_label),
     "consistency": np.asarray(out["consistency"], np.float64),
   }
+  for key in faithfulness.KEYS:  # deletion / insertion AUC (NaN beyond the images it ran on)
+    if key in out:
+      per[key] = np.asarray(out[key], np.float64)
   if info.has_boxes:
     per["wsd_iou"] = wsd_iou(out, per["correct"], info, seed)
     per.update(pointing_games(out, info))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from trainers.evaluation import faithfulness as faithfulness_lib
 from trainers.evaluation import grid, options as options_lib, outputs as outputs_lib, per_image, statistics
 from trainers.evaluation.options import CI_LEVEL, EvalOptions
 
@@ -52,7 +53,15 @@ def evaluate_models(
   outs, pers = {}, {}
   for name, model in loaded.items():
     outs[name] = outputs_lib.model_outputs(
-      model, ds, info, used[name], config, options.batch_size, keep, example_positions=grid_positions
+      model,
+      ds,
+      info,
+      used[name],
+      config,
+      options.batch_size,
+      keep,
+      example_positions=grid_positions,
+      options=options,
     )
     pers[name] = per_image.per_image_metrics(outs[name], info)
   names = list(models)
@@ -66,6 +75,7 @@ def evaluate_models(
     "images_per_class": images_per_class(outs[names[0]]["label"], info),
     "absent_classes": options.absent_classes,
     "num_pointing_pairs": int(len(outs[names[0]]["pair_image"])),
+    "faithfulness": faithfulness_lib.settings(options, outs[names[0]]),
     "models": {
       name: {
         "path": loaded[name].path,

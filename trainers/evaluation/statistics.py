@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from atcon_tf.metrics.classification import absent_classes
+from trainers.evaluation.faithfulness import KEYS as FAITHFULNESS_KEYS
 from trainers.evaluation.options import CI_LEVEL, MEAN_PVALUE_RESAMPLES, EvalOptions
 
 TESTS = {  # name stored in the results -> how tables describe it
@@ -75,6 +76,10 @@ def summary_metrics(out: dict, per: dict, info, options: EvalOptions, subset=Non
     for key in ("pointing_centre_baseline", "pointing_random_baseline", "pointing_agnostic_baseline"):
       n = len(per[key])
       metrics[key] = {"estimate": float(np.mean(per[key])) if n else None, "n": int(n)}
+  for key in FAITHFULNESS_KEYS:
+    if key in per:
+      values = per[key][np.isfinite(per[key])]
+      metrics[key] = _ci(np.mean, values, options=options)
   metrics["consistency"] = _ci(np.mean, per["consistency"], options=options)
   return metrics
 
@@ -157,5 +162,9 @@ def compare(out_a, per_a, out_b, per_b, info, options: EvalOptions) -> dict:
     }
     for key in ("pointing_game", "energy_pointing_game"):
       result[key] = mean_metric(per_a[key], per_b[key])
+  for key in FAITHFULNESS_KEYS:
+    if key in per_a and key in per_b:
+      finite = np.isfinite(per_a[key]) & np.isfinite(per_b[key])
+      result[key] = {**mean_metric(per_a[key][finite], per_b[key][finite]), "n": int(finite.sum())}
   result["consistency"] = mean_metric(per_a["consistency"], per_b["consistency"])
   return result

@@ -15,6 +15,10 @@ ROWS = (
   ("pointing_centre_baseline", "  baseline: centre"),
   ("pointing_random_baseline", "  baseline: random pt"),
   ("pointing_agnostic_baseline", "  baseline: agnostic"),
+  ("deletion_gradcam", "deletion AUC Grad-CAM (low)"),
+  ("insertion_gradcam", "insertion AUC Grad-CAM (high)"),
+  ("deletion_guided_backprop", "deletion AUC guided BP (low)"),
+  ("insertion_guided_backprop", "insertion AUC guided BP (high)"),
   ("consistency", "consistency (-L_atcon)"),
 )
 COMPARED = (
@@ -24,6 +28,10 @@ COMPARED = (
   ("wsd_iou", "WSD IoU"),
   ("pointing_game", "pointing game"),
   ("energy_pointing_game", "energy pointing"),
+  ("deletion_gradcam", "deletion AUC Grad-CAM (low)"),
+  ("insertion_gradcam", "insertion AUC Grad-CAM (high)"),
+  ("deletion_guided_backprop", "deletion AUC guided BP (low)"),
+  ("insertion_guided_backprop", "insertion AUC guided BP (high)"),
   ("consistency", "consistency"),
 )
 
@@ -103,6 +111,15 @@ def format_table(results: dict) -> str:
       f"consistency = -ATCON loss with attention={loss['attention']}, "
       f"similarity={loss['similarity']}, w={loss['mask_intensity']:g} "
       f"({loss.get('source', 'recorded')})."
+    )
+  faithful = results.get("faithfulness")
+  if faithful:
+    notes.append(
+      f"deletion / insertion AUC: {faithful['steps']} steps, removed pixels replaced by a "
+      + (
+        f"Gaussian blur (sigma {faithful['blur_sigma']})" if faithful["baseline"] == "blur" else "mean image"
+      )
+      + f", score = {faithful['score']}, on the first {faithful['images']} test images."
     )
   if comparison:
     if "wsd_iou" in comparison:
