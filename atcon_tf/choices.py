@@ -37,6 +37,9 @@ BACKBONE_TARGET_LAYER = {"vgg16": "block5_conv3"}
 # --weights: named choices; anything else is a file path.
 WEIGHTS = ("auto", "imagenet", "hed", "none")
 
+# Map faithfulness without boxes (atcon_tf.metrics.faithfulness): what removed pixels become.
+FAITHFULNESS_BASELINES = ("blur", "mean")
+
 STRATEGIES = ("default", "mirrored", "multi_worker")
 DATASETS = ("house_numbers", "svhn", "fashion_mnist", "voc2007", "voc2012", "folder:PATH")
 HOUSE_NUMBERS_CONFIGS = ("single", "multi")

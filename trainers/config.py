@@ -230,7 +230,7 @@ class Config:
     _EVAL.faithfulness_baseline,
     "What removed pixels become in deletion / insertion: blur (Gaussian, sigma = size / 8) or mean (the "
     "image's channel means).",
-    ("blur", "mean"),
+    choices.FAITHFULNESS_BASELINES,
   )
   verbose: int = _field(1, "Keras verbosity: 1 progress bars, 2 one line per epoch, 0 none.")
 

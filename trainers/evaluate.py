@@ -141,7 +141,7 @@ def define_flags():
   flags.DEFINE_enum(
     "faithfulness_baseline",
     o.faithfulness_baseline,
-    ["blur", "mean"],
+    list(choices.FAITHFULNESS_BASELINES),
     "What removed pixels become: blur (Gaussian, sigma = size / 8) or mean (channel means).",
   )
   flags.DEFINE_integer("num_grid_images", o.num_grid_images, "Examples in the PNG grid (0: no grid).")

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-BASELINES = ("blur", "mean")
+from atcon_tf import choices
+
+BASELINES = choices.FAITHFULNESS_BASELINES
 DEFAULT_STEPS = 16
 DEFAULT_BLUR_SIGMA = 1.0 / 8.0  # of the image size: 4 px at 32 px, 28 px at 224 px
 

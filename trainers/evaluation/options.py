@@ -40,8 +40,9 @@ class EvalOptions:
   def __post_init__(self):
     if self.pvalue_test not in PVALUE_TESTS:
       raise ValueError(f"Unknown pvalue_test {self.pvalue_test!r}; choose one of {list(PVALUE_TESTS)}.")
-    if self.faithfulness_baseline not in ("blur", "mean"):
-      raise ValueError(f"Unknown faithfulness_baseline {self.faithfulness_baseline!r}; choose blur or mean.")
+    from atcon_tf import choices
+
+    choices.check("faithfulness_baseline", self.faithfulness_baseline, choices.FAITHFULNESS_BASELINES)
     if self.absent_classes not in ABSENT_CLASS_RULES:
       raise ValueError(
         f"Unknown absent_classes {self.absent_classes!r}; choose one of {list(ABSENT_CLASS_RULES)}."
