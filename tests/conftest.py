@@ -243,3 +243,53 @@ def read_history(path):
 
   with open(path) as f:
     return list(csv.DictReader(f))
+
+
+def free_port():
+  """A TCP port free on 127.0.0.1 now (for servers that need the number before they start)."""
+  import socket
+
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def serving_rest(serving_setup):
+  """A second server over the same "tiny" export (and "swap_rest", a copy) with gRPC and REST, dynamic
+  batching from a batching_parameters.txt, and Prometheus metrics: {"grpc", "rest" (base URL), "server"}."""
+  from serving import config as config_lib
+  from serving.client import ServingClient
+
+  root = serving_setup["root"] / "rest"
+  exports = os.path.join(serving_setup["export_dir"])
+  shutil.copytree(serving_setup["path"], os.path.join(exports, "swap_rest", "1"))
+  config_path = config_lib.write_models_config(
+    str(root / "models.config"),
+    [
+      config_lib.model_config("tiny", os.path.join(exports, "tiny")),
+      config_lib.model_config("swap_rest", os.path.join(exports, "swap_rest")),
+    ],
+  )
+  batching = config_lib.write_batching_parameters(
+    str(root / "batching_parameters.txt"),
+    max_batch_size=8,
+    batch_timeout_micros=5000,
+    allowed_batch_sizes=[4, 8],
+  )
+  port = free_port()
+  server = ServerProcess(
+    [
+      f"--model_config_file={config_path}",
+      f"--rest_api_port={port}",
+      "--enable_batching",
+      f"--batching_parameters_file={batching}",
+      "--file_system_poll_wait_seconds=0.2",
+      f"--max_message_mb={MAX_MESSAGE_MB}",
+    ],
+    str(root / "server.log"),
+  )
+  client = ServingClient(server.target, timeout=60, max_message_mb=64)
+  yield {"server": server, "grpc": client, "rest": f"http://127.0.0.1:{port}", "root": root}
+  client.close()
+  server.stop()

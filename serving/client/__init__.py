@@ -11,8 +11,9 @@ CLI:
   python -m serving.client --server=127.0.0.1:8500 --model=atcon --out_dir=overlays a.png b.jpg
 prints the top classes of each image and writes Grad-CAM / guided-backprop overlays.
 
-Every gRPC failure is raised as `ServingError` (status code, details, the call, a hint).
-Modules: `api` (the client), `inputs` (images in), `results` (Prediction, ServingError), `overlays` (attention maps over images, PNGs), `__main__` (the CLI).
+`RestClient("127.0.0.1:8501")` has the same calls over TF Serving's REST API (`--rest` on the CLI).
+Every failure is raised as `ServingError` (status code, details, the call, a hint).
+Modules: `api` (the client), `rest` (the REST client), `inputs` (images in), `results` (Prediction, ServingError), `overlays` (attention maps over images, PNGs), `__main__` (the CLI).
 """
 
 from atcon_tf import quiet
@@ -26,5 +27,6 @@ from serving.client.api import IMAGES_KEY
 from serving.client.api import ServingClient
 from serving.client.inputs import read_encoded
 from serving.client.results import Prediction, ServingError
+from serving.client.rest import RestClient
 from serving.client.overlays import overlay
 from serving.client.overlays import write_overlays

@@ -25,7 +25,7 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from serving import tensors
-from serving.client.inputs import _cast_pixels, _check_shape, _is_encoded_input, read_encoded
+from serving.client.inputs import _cast_pixels, _check_shape, _is_encoded_input, file_names, read_encoded
 from serving.client.results import _HINTS, Prediction, ServingError
 from serving.export import layout
 
@@ -49,6 +49,14 @@ _NO_CONTRACT_CODES = (
 )
 _STATE_NAMES = dict(get_model_status_pb2.ModelVersionStatus.State.items())
 _STATE_NAMES = {v: k for k, v in _STATE_NAMES.items()}
+
+
+def bytes_signature(signature, class_ids):
+  """The signature for encoded images: predict_bytes / explain_class_bytes; 'predict' (no maps) means
+  predict_only_bytes, since `predict` itself takes pixel arrays."""
+  if signature == "predict":
+    return "predict_only_bytes"
+  return signature or ("explain_class_bytes" if class_ids is not None else "predict_bytes")
 
 
 class ServingClient:
@@ -272,7 +280,7 @@ class ServingClient:
       values = read_encoded(images)
       batch = len(values)
       key = BYTES_KEY
-      signature = signature or ("explain_class_bytes" if class_ids is not None else "predict_bytes")
+      signature = bytes_signature(signature, class_ids)
     else:
       if isinstance(images, (list, tuple)):
         if not images:
@@ -321,7 +329,8 @@ class ServingClient:
       encoded JPEG/PNG bytes (one or a list). Arrays are cast to the signature's input dtype
       (float32 or uint8, read once from the model's metadata).
     signature: default 'serving_default' for arrays and 'predict_bytes' for encoded images;
-      with class_ids, 'explain_class' / 'explain_class_bytes'. 'predict' = no maps.
+      with class_ids, 'explain_class' / 'explain_class_bytes'. 'predict' = no maps (for encoded images:
+      'predict_only_bytes'). A server error about `images_bytes[i]` names the file (`ServingError.path`).
     class_ids: one class per image (or one for all) to explain; -1 = top-1 class.
     output_filter: names of the outputs to return (default: all of the signature's).
     with_class_names: fill `Prediction.class_names` from the answering version's contract (one extra call
@@ -337,11 +346,16 @@ class ServingClient:
     request = self.predict_request(
       images, model, signature, version, output_filter, class_ids, version_label, input_spec
     )
-    response = self._call(
-      self._predictions.Predict,
-      request,
-      f"Predict(model={model!r}, signature={request.model_spec.signature_name!r})",
-    )
+    try:
+      response = self._call(
+        self._predictions.Predict,
+        request,
+        f"Predict(model={model!r}, signature={request.model_spec.signature_name!r})",
+      )
+    except ServingError as e:
+      if _is_encoded_input(images):
+        raise e.naming_files(file_names(images)) from None
+      raise
     outputs = {alias: tensors.to_numpy(proto) for alias, proto in response.outputs.items()}
     answered = response.model_spec.version.value if response.model_spec.HasField("version") else None
     names = None

@@ -17,21 +17,43 @@ def _is_encoded_input(images):
   return False
 
 
+IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+
+
+class ImageFileError(ValueError):
+  """An image file that cannot be sent: missing, empty, or not a JPEG/PNG/GIF/BMP. `.path` names it."""
+
+  def __init__(self, path, message):
+    super().__init__(message)
+    self.path = path
+
+
+def read_image_file(path):
+  """The bytes of one image file; ImageFileError (or FileNotFoundError) naming the file otherwise."""
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"No image file at {path!r}.")
+  with open(path, "rb") as f:
+    data = f.read()
+  if not data:
+    raise ImageFileError(path, f"{path}: the file is empty.")
+  if not data.startswith(IMAGE_MAGIC):
+    raise ImageFileError(path, f"{path}: not a JPEG, PNG, GIF or BMP image (starts with {data[:8]!r}).")
+  return data
+
+
 def read_encoded(images):
-  """Paths and/or encoded bytes -> list of bytes (FileNotFoundError names the missing file)."""
+  """Paths and/or encoded bytes -> list of bytes (errors name the file: missing, empty, not an image)."""
   if isinstance(images, (str, bytes, os.PathLike)):
     images = [images]
-  encoded = []
-  for item in images:
-    if isinstance(item, (bytes, bytearray)):
-      encoded.append(bytes(item))
-      continue
-    path = os.fspath(item)
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f"No image file at {path!r}.")
-    with open(path, "rb") as f:
-      encoded.append(f.read())
-  return encoded
+  return [bytes(item) if isinstance(item, (bytes, bytearray)) else read_image_file(item) for item in images]
+
+
+def file_names(images):
+  """The file name of each encoded input (None for raw bytes), to name files in server errors."""
+  if isinstance(images, (str, bytes, os.PathLike)):
+    images = [images]
+  return [None if isinstance(item, (bytes, bytearray)) else os.fspath(item) for item in images]
 
 
 def _check_shape(shape, expected, signature):

@@ -1,6 +1,7 @@
 """What a call to the model server gives back: `Prediction` (outputs + who answered) or `ServingError`."""
 
 import collections.abc
+import re
 
 import grpc
 
@@ -19,17 +20,33 @@ _HINTS = {
 
 
 class ServingError(Exception):
-  """A failed call to the model server: `.code` (grpc.StatusCode) and `.details` (its message)."""
+  """A failed call to the model server: `.code` (grpc.StatusCode) and `.details` (its message).
 
-  def __init__(self, code, details, call, target, hint=None):
+  `.path`: the image file the server refused, when it named one of ours (`images_bytes[i]`);
+  `.http_status`: the HTTP status over REST (None over gRPC).
+  """
+
+  def __init__(self, code, details, call, target, hint=None, path=None, http_status=None):
     self.code = code
     self.details = details or ""
     self.call = call
     self.target = target
+    self.hint = hint
+    self.path = path
+    self.http_status = http_status
     message = f"{call} on {target} failed: {code.name}: {self.details}"
     if hint:
       message += f" (hint: {hint})"
     super().__init__(message)
+
+  def naming_files(self, names):
+    """This error with `images_bytes[i]` followed by the file it is (names[i]), and `.path` set."""
+    found = re.search(r"images_bytes\[(\d+)\]", self.details)
+    index = int(found.group(1)) if found else None
+    if index is None or index >= len(names) or names[index] is None:
+      return self
+    details = self.details.replace(found.group(0), f"{found.group(0)} ({names[index]})", 1)
+    return ServingError(self.code, details, self.call, self.target, self.hint, names[index], self.http_status)
 
 
 class Prediction(collections.abc.Mapping):

@@ -15,13 +15,18 @@ It implements `tensorflow.serving.PredictionService` (`Predict`, `GetModelMetada
   crash the server;
 - a background poller loads a new version, replays its warm-up requests, then swaps it in
   atomically; the old version is unloaded after its in-flight requests finish.
-Not implemented (TF Serving only): server-side batching, Regress, MultiInference, the REST API.
+- TF Serving's REST API on its own port (`--rest_api_port`), dynamic batching (`--enable_batching`,
+  `--batching_parameters_file`), Prometheus metrics at /monitoring/prometheus/metrics (REST port),
+  a drain on SIGTERM, and optionally one worker process per loaded version (`--worker_processes`).
+Not implemented (TF Serving only): Regress, MultiInference.
 
 Modules, one job each:
 - `validation`: request validation against a signature; `ServingError` and its status codes.
 - `servable`: `Signature`, `Servable` (one loaded SavedModel version, its warm-up).
 - `manager`: `ModelManager` (version policy, poller, loading / unloading, request routing).
-- `services`: the gRPC servicers and `LocalServer`.
+- `services`: the gRPC servicers; `local`: `LocalServer` (gRPC + REST + batching + metrics).
+- `dispatch`: the one Predict path of both APIs; `rest`, `rest_codec`: the REST API and its JSON.
+- `batching`: dynamic batching; `metrics`: Prometheus metrics; `startup`: misconfiguration checks.
 - `__main__`: the command line.
 """
 
@@ -43,7 +48,7 @@ from serving.server.servable import REGRESS_METHOD  # noqa: E402
 from serving.server.servable import Servable  # noqa: E402
 from serving.server.servable import Signature  # noqa: E402
 from serving.server.servable import TensorSpec  # noqa: E402
-from serving.server.services import LocalServer  # noqa: E402
+from serving.server.local import LocalServer  # noqa: E402
 from serving.server.services import ModelService  # noqa: E402
 from serving.server.services import PredictionService  # noqa: E402
 from serving.server.validation import ServingError  # noqa: E402

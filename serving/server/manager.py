@@ -50,13 +50,16 @@ class ModelState:
 class ModelManager:
   """Loads the versions each model's policy wants; serves them; swaps with no failed request."""
 
-  def __init__(self, server_config, poll_seconds=1.0, warmup=True, unload_timeout=300.0):
+  def __init__(
+    self, server_config, poll_seconds=1.0, warmup=True, unload_timeout=300.0, worker_processes=False
+  ):
     self._lock = threading.RLock()
     self._poll_lock = threading.Lock()
     self._models = {}
     self.poll_seconds = poll_seconds
     self.warmup = warmup
     self.unload_timeout = unload_timeout
+    self.worker_processes = worker_processes
     self._stop = threading.Event()
     self._thread = None
     self.set_config(server_config)
@@ -79,6 +82,12 @@ class ModelManager:
     for state in dropped:
       for servable in state.available.values():
         servable.wait_idle(self.unload_timeout)
+        servable.unload()
+
+  def available_counts(self):
+    """{model name: number of versions serving now} (for the metrics)."""
+    with self._lock:
+      return {name: len(state.available) for name, state in self._models.items()}
 
   def model_names(self):
     with self._lock:
@@ -91,9 +100,17 @@ class ModelManager:
     self._thread.start()
 
   def stop(self):
+    """Stops the poller and unloads every version (after its requests in flight)."""
     self._stop.set()
     if self._thread is not None:
       self._thread.join(timeout=10)
+    with self._poll_lock, self._lock:
+      servables = [s for state in self._models.values() for s in state.available.values()]
+      for state in self._models.values():
+        state.available = {}
+    for servable in servables:
+      servable.wait_idle(self.unload_timeout)
+      servable.unload()
 
   def _loop(self):
     while not self._stop.wait(self.poll_seconds):
@@ -166,6 +183,7 @@ class ModelManager:
           servable.version,
           self.unload_timeout,
         )
+      servable.unload()
       with self._lock:
         state.states[servable.version] = _status(State.END)
       log.info("Unloaded %s version %d", servable.name, servable.version)

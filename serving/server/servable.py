@@ -73,6 +73,13 @@ class Servable:
         self.signatures[key] = Signature(key, signature_def, function, self.export_info)
     self._in_flight = 0
     self._idle = threading.Condition()
+    self.on_unload = []  # callables run once the version is retired (e.g. the batcher's queues)
+
+  def unload(self):
+    """Releases what the version holds once no request uses it any more."""
+    hooks, self.on_unload = self.on_unload, []
+    for hook in hooks:
+      hook()
 
   def acquire_unlocked(self):
     with self._idle:
@@ -95,10 +102,17 @@ class Servable:
       raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, f"Serving signature key \"{key}\" not found.")
     return found
 
-  def predict(self, request):
-    signature = self.signature(request.model_spec.signature_name)
-    arrays = validation.parse_inputs(signature, request.inputs)  # TF Serving's order: inputs first.
-    output_filter = validation.check_output_filter(signature, request.output_filter)
+  def prepare(self, signature_name, proto_inputs, output_filter=()):
+    """(signature, validated arrays, output aliases) for a request; ServingError if it is malformed.
+
+    proto_inputs: alias -> TensorProto, or a function of the Signature that returns them (REST converts
+    JSON with the signature's dtypes).
+    """
+    signature = self.signature(signature_name)
+    if callable(proto_inputs):
+      proto_inputs = proto_inputs(signature)
+    arrays = validation.parse_inputs(signature, proto_inputs)  # TF Serving's order: inputs first.
+    output_filter = validation.check_output_filter(signature, output_filter)
     if signature.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
       raise ServingError(
         grpc.StatusCode.INTERNAL,
@@ -106,6 +120,13 @@ class Servable:
         f"{{{PREDICT_METHOD}, {CLASSIFY_METHOD}, {REGRESS_METHOD}}}. Was: "
         f"{signature.method_name}",
       )
+    return signature, arrays, output_filter
+
+  def predict(self, request):
+    """(signature key, outputs) of a PredictRequest, run alone (warm-up; requests go through Dispatcher)."""
+    signature, arrays, output_filter = self.prepare(
+      request.model_spec.signature_name, request.inputs, request.output_filter
+    )
     return signature.key, signature.run(arrays, output_filter)
 
   def warm_up(self):

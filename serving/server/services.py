@@ -5,12 +5,11 @@
 and messages; an unexpected error is INTERNAL, never a crash. GetModelMetadata also answers the
 metadata_field "atcon_contract" (the export's `ServingContract` as JSON), which TF Serving does not.
 Outputs are sent as `tensor_content` (raw bytes). The server binds 127.0.0.1 by default.
-Not implemented (TF Serving only): server-side batching, Regress, MultiInference, the REST API.
+The REST API is `rest`; the server hosting both is `local.LocalServer`.
 """
 
 import json
 import logging
-from concurrent import futures
 
 import grpc
 import numpy as np
@@ -28,8 +27,6 @@ from tensorflow_serving.apis import status_pb2
 
 from serving import export as export_lib
 from serving import tensors
-from serving.server.manager import ModelManager
-from serving.server import startup
 from serving.server.servable import CLASSIFY_METHOD
 from serving.server.validation import ServingError, invalid
 
@@ -80,42 +77,53 @@ def _guarded(method):
   return wrapper
 
 
+def metadata_response(manager, request, contract_if_any=False):
+  """TF Serving's `signature_def` field, plus `atcon_contract` (this server only; see `_contract`).
+
+  contract_if_any: add `atcon_contract` when the export records one (REST metadata), never an error.
+  """
+  fields = list(request.metadata_field)
+  if not fields:
+    raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
+  for field in fields:
+    if field not in METADATA_FIELDS:
+      raise invalid(f"Metadata field {field} is not supported")
+  with manager.acquire(request.model_spec) as servable:
+    response = get_model_metadata_pb2.GetModelMetadataResponse(
+      model_spec=_model_spec(servable.name, servable.version)
+    )
+    if SIGNATURE_DEF_FIELD in fields:
+      signature_map = get_model_metadata_pb2.SignatureDefMap()
+      for key, signature_def in servable.signature_defs.items():
+        signature_map.signature_def[key].CopyFrom(signature_def)
+      response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_map)
+    if CONTRACT_FIELD in fields:
+      response.metadata[CONTRACT_FIELD].Pack(_contract(servable))
+    elif contract_if_any and (servable.export_info or {}).get("contract") is not None:
+      response.metadata[CONTRACT_FIELD].Pack(_contract(servable))
+    return response
+
+
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-  def __init__(self, manager):
-    self.manager = manager
+  def __init__(self, dispatcher):
+    self.dispatcher = dispatcher
+    self.manager = dispatcher.manager
 
   @_guarded
   def Predict(self, request, context):
-    with self.manager.acquire(request.model_spec) as servable:
-      signature_name, outputs = servable.predict(request)
-      response = predict_pb2.PredictResponse(
-        model_spec=_model_spec(servable.name, servable.version, signature_name)
-      )
-      for alias, array in outputs.items():
-        response.outputs[alias].CopyFrom(tensors.to_tensor_proto(array))
-      return response
+    servable, signature_name, outputs = self.dispatcher.predict(
+      request.model_spec, request.inputs, request.output_filter, api="grpc"
+    )
+    response = predict_pb2.PredictResponse(
+      model_spec=_model_spec(servable.name, servable.version, signature_name)
+    )
+    for alias, array in outputs.items():
+      response.outputs[alias].CopyFrom(tensors.to_tensor_proto(array))
+    return response
 
   @_guarded
   def GetModelMetadata(self, request, context):
-    """TF Serving's `signature_def` field, plus `atcon_contract` (this server only; see `_contract`)."""
-    fields = list(request.metadata_field)
-    if not fields:
-      raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
-    for field in fields:
-      if field not in METADATA_FIELDS:
-        raise invalid(f"Metadata field {field} is not supported")
-    with self.manager.acquire(request.model_spec) as servable:
-      response = get_model_metadata_pb2.GetModelMetadataResponse(
-        model_spec=_model_spec(servable.name, servable.version)
-      )
-      if SIGNATURE_DEF_FIELD in fields:
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
-        for key, signature_def in servable.signature_defs.items():
-          signature_map.signature_def[key].CopyFrom(signature_def)
-        response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_map)
-      if CONTRACT_FIELD in fields:
-        response.metadata[CONTRACT_FIELD].Pack(_contract(servable))
-      return response
+    return metadata_response(self.manager, request)
 
   @_guarded
   def Classify(self, request, context):
@@ -200,54 +208,3 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     return model_management_pb2.ReloadConfigResponse(
       status=status_pb2.StatusProto(error_code=error_codes_pb2.OK)
     )
-
-
-# --- running ------------------------------------------------------------------------------
-class LocalServer:
-  """The gRPC server and its model manager. `start()` loads the models, then listens."""
-
-  def __init__(
-    self,
-    server_config,
-    host="127.0.0.1",
-    port=8500,
-    poll_seconds=1.0,
-    max_message_mb=64,
-    threads=8,
-    warmup=True,
-  ):
-    self.manager = ModelManager(server_config, poll_seconds=poll_seconds, warmup=warmup)
-    limit = int(max_message_mb * 1024 * 1024)
-    self.server = grpc.server(
-      futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
-      options=[
-        ("grpc.max_send_message_length", limit),
-        ("grpc.max_receive_message_length", limit),
-        ("grpc.so_reuseport", 0),
-      ],
-    )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-      PredictionService(self.manager), self.server
-    )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.manager), self.server)
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-      self.port = self.server.add_insecure_port(address)
-    except RuntimeError as e:  # grpcio >= 1.60 raises where older versions returned 0
-      raise startup.bind_error(address, "gRPC", e) from None
-    if not self.port:
-      raise startup.bind_error(address, "gRPC")
-    self.host = host
-
-  @property
-  def target(self):
-    return f"{self.host}:{self.port}"
-
-  def start(self):
-    self.manager.start()
-    self.server.start()
-    return self
-
-  def stop(self, grace=5.0):
-    self.server.stop(grace).wait()
-    self.manager.stop()
