@@ -1,11 +1,15 @@
-"""Misconfigured local servers stop at once with one clear line and a non-zero exit (not a server that
-logs "No versions found" every second, nor a traceback).
+"""The local server's lifecycle: misconfigurations stop it at once with one clear line and a non-zero exit
+(not a server that logs "No versions found" every second, nor a traceback), and SIGTERM drains the requests
+in flight, then exits 0.
 """
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -14,7 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from serving import config as config_lib  # noqa: E402
 from serving.server import LocalServer  # noqa: E402
 from serving.server import startup  # noqa: E402
-from tests.conftest import REPO  # noqa: E402
+from serving.client import ServingClient, ServingError  # noqa: E402
+from tests.conftest import REPO, ServerProcess, free_port, pixels  # noqa: E402
 
 
 def _message(base_path):
@@ -62,6 +67,56 @@ def test_the_command_exits_non_zero_with_one_line(serving_setup, tmp_path):
     f"{copy.parent} as the base path."
   ], result.stderr
   assert "Serving" not in result.stdout
+
+
+@pytest.mark.slow
+def test_sigterm_drains_requests_in_flight_and_exits_0(serving_setup, tmp_path):
+  """Batching with a 1.5 s timeout holds requests in the queue; SIGTERM arrives while they wait."""
+  import requests
+
+  batching = config_lib.write_batching_parameters(
+    str(tmp_path / "batching.txt"), max_batch_size=8, batch_timeout_micros=1_500_000
+  )
+  rest_port = free_port()
+  server = ServerProcess(
+    [
+      f"--model_base_path={os.path.dirname(serving_setup['path'])}",
+      f"--rest_api_port={rest_port}",
+      f"--batching_parameters_file={batching}",
+      "--nowarmup",
+    ],
+    str(tmp_path / "server.log"),
+  )
+  results = []
+
+  def grpc_call():
+    with ServingClient(server.target, timeout=60) as client:
+      try:
+        results.append(client.predict(pixels(1), "tiny", signature="predict")["probabilities"].shape)
+      except ServingError as e:
+        results.append(e.code)
+
+  def rest_call():
+    body = {"signature_name": "predict", "inputs": pixels(1).tolist()}
+    answer = requests.post(f"http://127.0.0.1:{rest_port}/v1/models/tiny:predict", json=body, timeout=60)
+    results.append(answer.status_code)
+
+  threads = [threading.Thread(target=f) for f in (grpc_call, grpc_call, rest_call)]
+  try:
+    for t in threads:
+      t.start()
+    time.sleep(0.5)  # all three are waiting in the batch queue now
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    for t in threads:
+      t.join(timeout=60)
+    code = server.process.wait(timeout=60)
+  finally:
+    server.stop()
+  assert sorted(map(str, results)) == ["(1, 4)", "(1, 4)", "200"], results
+  assert code == 0, server.log()[-3000:]
+  assert time.monotonic() - started < 30
+  assert "draining those in flight" in server.log() and "Stopped (drained)" in server.log()
 
 
 if __name__ == "__main__":
