@@ -47,6 +47,7 @@ class ATCONModel(keras.Model):
     mask_intensity=choices.MASK_INTENSITY,
     preprocessing=None,
     class_names=None,
+    logits_layer=None,
     **kwargs,
   ):
     super().__init__(**kwargs)
@@ -57,7 +58,9 @@ class ATCONModel(keras.Model):
     self.schedule = schedule
     self.alpha = float(alpha)
     self.multi_label = bool(multi_label)
-    self.tapped = tapped_model.TappedModel(self.classifier, target_layer, multi_label=self.multi_label)
+    self.tapped = tapped_model.TappedModel(
+      self.classifier, target_layer, multi_label=self.multi_label, logits_layer=logits_layer
+    )
     self.consistency_config = consistency.ConsistencyConfig(
       attention=attention, similarity=similarity, mask_intensity=mask_intensity
     )
@@ -68,6 +71,9 @@ class ATCONModel(keras.Model):
     self.consistency_tracker = keras.metrics.Mean(name="consistency_loss")
     self.mask_mean_tracker = keras.metrics.Mean(name="mask_mean")
     self.mask_spread_tracker = keras.metrics.Mean(name="mask_logit_std")
+    # Built with its classifier: saving then needs no first call, and loading builds the optimizer
+    # (Keras' compile_from_config does so only for a built model) so its saved state is restored.
+    self.built = self.classifier.built
 
   # --- Keras plumbing -------------------------------------------------------------
   def call(self, inputs, training=False):
@@ -88,6 +94,7 @@ class ATCONModel(keras.Model):
       preprocessing=self.preprocessing,
       image_size=shape[1:3] if None not in shape[1:3] else None,
       target_layer=self.tapped.target_layer_path,
+      logits_layer=self.tapped.logits_layer_path,
       class_names=self.class_names,
       multi_label=self.multi_label,
       attention=self.consistency_config.attention,
@@ -115,6 +122,7 @@ class ATCONModel(keras.Model):
       {
         "classifier": keras.saving.serialize_keras_object(self.classifier),
         "target_layer": self.tapped.target_layer_path,
+        "logits_layer": self.tapped.logits_layer_path,
         "schedule": self.schedule,
         "alpha": self.alpha,
         "multi_label": self.multi_label,
@@ -176,6 +184,11 @@ class ATCONModel(keras.Model):
   # --- losses ---------------------------------------------------------------------
   def _replicas(self):
     return tf.distribute.get_strategy().num_replicas_in_sync
+
+  @property
+  def guided_report(self):
+    """Which activations guided backprop changes, and which it leaves plain (`maps.GuidedReport`)."""
+    return self.tapped.guided_report
 
   def probabilities(self, logits):
     return heads.probabilities(logits, self.multi_label)

@@ -28,6 +28,7 @@ class ServingContract:
   preprocessing: str | None = None
   image_size: tuple | None = None  # (height, width) of the model input
   target_layer: str | None = None  # Grad-CAM layer path, `outer/inner` for nested models
+  logits_layer: str | None = None  # the layer whose output is the logits, when the user named one
   class_names: tuple | None = None
   multi_label: bool = False
   attention: str = choices.DEFAULT_ATTENTION

@@ -25,6 +25,23 @@ def iter_layers(model):
       stack[0:0] = list(children)
 
 
+def iter_layer_paths(model, prefix=""):
+  """Yields `(path, layer)` for every layer of `model` once, nested layers as `outer/inner`."""
+  seen = set()
+  stack = [(prefix, model)]
+  while stack:
+    path, layer = stack.pop(0)
+    if layer is not model:
+      if id(layer) in seen:
+        continue
+      seen.add(id(layer))
+      yield path, layer
+    children = getattr(layer, "layers", None)
+    if children is not None and isinstance(layer, keras.layers.Layer):
+      base = "" if layer is model else path + "/"
+      stack[0:0] = [(base + child.name, child) for child in children]
+
+
 @contextlib.contextmanager
 def patched(obj, name, value):
   """Sets `obj.name = value` for the duration of the context (instance attribute)."""

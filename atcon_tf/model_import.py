@@ -1,14 +1,40 @@
-"""Bring an existing Keras classifier into atcon_tf: load its file and find its Grad-CAM layer."""
+"""Bring an existing Keras classifier into atcon_tf: load its file and choose its Grad-CAM layer.
+
+The automatic choice is what an expert would pick: the output of the last convolutional block, i.e.
+the last layer that every path from the input to the output crosses (a residual Add, an Inception
+Concatenate, the last conv/activation before global pooling), never a pooling, padding, dropout or
+branch-internal layer. A map smaller than 3x3 is accepted with a warning (a larger input helps).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import keras
 
+from atcon_tf import layer_graph
+
+log = logging.getLogger(__name__)
+
+# Layers that reshape or regularise a map without computing new evidence: never a Grad-CAM layer.
+_NOT_A_MAP_LAYER = (
+  keras.layers.InputLayer,
+  keras.layers.MaxPooling2D,
+  keras.layers.AveragePooling2D,
+  keras.layers.ZeroPadding2D,
+  keras.layers.Cropping2D,
+  keras.layers.Dropout,  # SpatialDropout2D derives from it
+  keras.layers.GaussianNoise,
+  keras.layers.GaussianDropout,
+  keras.layers.AlphaDropout,
+  keras.layers.ActivityRegularization,
+)
+SMALL_MAP = 3  # a chosen map below 3x3 gets a warning
+
 
 class TargetLayerError(ValueError):
-  """The model has no layer that Grad-CAM can use."""
+  """The model has no layer that Grad-CAM can use, or the given one cannot be used."""
 
 
 def load_classifier(model_or_path):
@@ -27,11 +53,15 @@ def load_classifier(model_or_path):
   return keras.saving.load_model(path, compile=False)
 
 
-def _output_shape(layer):
+def output_shape(layer):
+  """The layer's (first) output shape, or None when Keras cannot tell (subclassed models)."""
   try:
-    return tuple(layer.output.shape)
+    output = layer.output
   except (AttributeError, ValueError):
     return None
+  if isinstance(output, (list, tuple)):
+    output = output[0] if output else None
+  return None if output is None else tuple(output.shape)
 
 
 def _layer_paths(model, prefix=""):
@@ -53,22 +83,36 @@ def is_spatial(shape):
   return h * w > 1
 
 
+def _is_small(shape):
+  return shape[1] is not None and shape[2] is not None and min(shape[1], shape[2]) < SMALL_MAP
+
+
 def find_target_layer(model):
-  """Path of the last layer with a 4-D output of spatial size > 1 (nested models searched)."""
+  """Path of the last bottleneck layer (see the module doc) with a 4-D output of spatial size > 1."""
   found = None
-  for path, layer in _layer_paths(model):
-    if isinstance(layer, keras.Model):
-      continue  # Prefer the nested model's own last spatial layer.
-    if is_spatial(_output_shape(layer)):
-      found = path
+  for path, layer in layer_graph.bottleneck_layers(model):
+    if isinstance(layer, keras.Model) or isinstance(layer, _NOT_A_MAP_LAYER):
+      continue  # A nested model contributes its own layers.
+    if is_spatial(output_shape(layer)):
+      found = path, layer
   if found is None:
     raise TargetLayerError(
-      f"Model {model.name!r} has no layer usable for Grad-CAM: looked for the last layer "
-      "(nested models included) whose output is 4-D (batch, height, width, channels) with "
-      "height*width > 1. Pass target_layer= explicitly, or use a larger input size if the "
-      "last convolutional block shrinks to 1x1."
+      f"Model {model.name!r} has no layer usable for Grad-CAM: looked for the last layer that every "
+      "path to the output crosses (nested models included) whose output is 4-D (batch, height, width, "
+      "channels) with height*width > 1, pooling and padding excluded. Pass target_layer= explicitly, "
+      "or use a larger input size if the last convolutional block shrinks to 1x1."
     )
-  return found
+  path, layer = found
+  shape = output_shape(layer)
+  if _is_small(shape):
+    log.warning(
+      "Grad-CAM layer %r gives a %dx%d map, too coarse for a useful attention map or ATCON loss: "
+      "use a larger input size.",
+      path,
+      shape[1],
+      shape[2],
+    )
+  return path
 
 
 def get_layer_by_path(model, path):
@@ -88,21 +132,27 @@ def get_layer_by_path(model, path):
   return layer
 
 
-def output_activation_patches(model):
-  """Patches that turn a final softmax/sigmoid into the identity, and that activation's name.
+def check_target_layer(model, path):
+  """The layer at `path`, after checking that Grad-CAM can use it (4-D output, more than one cell)."""
+  layer = get_layer_by_path(model, path)
+  shape = output_shape(layer)
+  if shape is None:
+    return layer  # A subclassed model: its shapes are known only when it runs.
+  if not is_spatial(shape):
+    raise TargetLayerError(
+      f"target_layer {path!r} has output shape {shape}: Grad-CAM needs a 4-D (batch, height, width, "
+      "channels) output with height*width > 1 (a 1x1 map makes every consistency cost 0). "
+      f"The automatic choice for this model is {_automatic_or_none(model)!r}."
+    )
+  if _is_small(shape):
+    log.warning(
+      "target_layer %r gives a %dx%d map: a larger input size gives a finer map.", path, *shape[1:3]
+    )
+  return layer
 
-  Attention maps and the ATCON loss are defined on logits; a model that ends in a softmax
-  is still usable, its last activation is bypassed while maps are computed.
-  """
-  layer = model.layers[-1] if getattr(model, "layers", None) else None
-  while isinstance(layer, keras.Model) and layer.layers:
-    layer = layer.layers[-1]
-  if layer is None:
-    return [], None
-  if isinstance(layer, keras.layers.Softmax):
-    return [(layer, "call", lambda inputs, mask=None: inputs)], "softmax"
-  activation = getattr(layer, "activation", None)
-  for name in ("softmax", "sigmoid"):
-    if activation is getattr(keras.activations, name):
-      return [(layer, "activation", keras.activations.linear)], name
-  return [], None
+
+def _automatic_or_none(model):
+  try:
+    return find_target_layer(model)
+  except TargetLayerError:
+    return None

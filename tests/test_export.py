@@ -418,6 +418,7 @@ def test_info_json_is_valid(exported):
     "preprocessing": "scale_0_1",
     "image_size": [SIZE, SIZE],
     "target_layer": "features",
+    "logits_layer": None,
     "class_names": None,
     "multi_label": False,
     "attention": "gb_mask",

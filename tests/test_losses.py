@@ -57,7 +57,10 @@ def _reference_cost(model, image, w):
     tape.watch(x)
     glogits = _reference_head(model, _reference_forward(model, x, guided=True))
     zc = glogits[0, c]
-  gb = tape.gradient(zc, x).numpy()[0]
+  from atcon_tf.maps.guided_relu import guided_backward
+
+  with guided_backward():
+    gb = tape.gradient(zc, x).numpy()[0]
   g = np.abs(gb).sum(-1)
   sigma = g.mean() + 0.5 * g.std(ddof=1)
   mask = 1.0 / (1.0 + np.exp(-w * (g - sigma)))

@@ -89,7 +89,7 @@ def test_guided_backprop_hand_computed(hand):
 
 def test_guided_patches_cover_all_relu_kinds_and_are_restored():
   model = hand_model(nested=True)
-  from atcon_tf.maps.guided_relu import guided_patches
+  from atcon_tf.maps.guided import guided_patches
 
   patches = guided_patches(model)
   assert sorted((layer.name, attr) for layer, attr, _ in patches) == [
@@ -106,15 +106,19 @@ def test_guided_patches_cover_all_relu_kinds_and_are_restored():
 
 def test_guided_relu_capped_relu6_gate():
   x = tf.constant([-1.0, 0.5, 7.0])
+  from atcon_tf.maps.guided_relu import guided_backward
   from atcon_tf.maps.guided_relu import guided_relu
 
-  with tf.GradientTape() as tape:
+  with tf.GradientTape(persistent=True) as tape:
     tape.watch(x)
     y = guided_relu(x, max_value=6.0)
     target = tf.reduce_sum(y * tf.constant([1.0, 1.0, 1.0])) - 2.0 * y[1]
   np.testing.assert_allclose(y.numpy(), [0.0, 0.5, 6.0])
   # Upstream at x=0.5 is 1 - 2 = -1 < 0 -> dropped; x=-1 below 0 and x=7 above the cap -> 0.
-  np.testing.assert_allclose(tape.gradient(target, x).numpy(), [0.0, 0.0, 0.0])
+  with guided_backward():
+    np.testing.assert_allclose(tape.gradient(target, x).numpy(), [0.0, 0.0, 0.0])
+  # Outside guided_backward() the same op has ReLU6's true derivative.
+  np.testing.assert_allclose(tape.gradient(target, x).numpy(), [0.0, -1.0, 0.0])
 
 
 def test_integrated_gradients_exact_on_linear_model():

@@ -8,7 +8,7 @@ import tensorflow as tf
 import atcon_tf
 from atcon_tf import maps
 from atcon_tf import testing
-from atcon_tf.maps.guided_relu import guided_patches
+from atcon_tf.maps.guided import guided_patches
 
 
 def _sequential():

@@ -15,13 +15,12 @@ import collections
 import tensorflow as tf
 
 from atcon_tf import layer_patching
-from atcon_tf import model_import
 from atcon_tf.losses import consistency as consistency_lib
 from atcon_tf.losses import similarity as similarity_lib
 from atcon_tf.maps import processing
 from atcon_tf.maps import targets
 from atcon_tf.maps.gradcam import gradcam
-from atcon_tf.maps.guided_relu import guided_patches
+from atcon_tf.maps.guided_relu import guided_backward
 
 Explanation = collections.namedtuple(
   "Explanation",
@@ -59,8 +58,7 @@ def _guided_pass(tapped, x, target):
   """
   events = []
   layer = tapped.target_layer
-  patches = [(obj, name, _recording(fn, events)) for obj, name, fn in guided_patches(tapped.model)]
-  patches += model_import.output_activation_patches(tapped.model)[0]
+  patches = [(obj, name, _recording(fn, events)) for obj, name, fn in tapped.guided_patches]
   captured = []
   with tf.GradientTape() as tape:
     tape.watch(x)
@@ -75,13 +73,14 @@ def _guided_pass(tapped, x, target):
         return outputs
 
       with layer_patching.patched(layer, "call", call):
-        logits = tapped.model(x, training=False)
+        logits = tapped.forward(x, training=False)
     scores, classes = target(logits)
     total = tf.reduce_sum(scores)
   exact = bool(captured) and "relu" not in events[len(events) - events[::-1].index("target") :]
-  if not exact:
-    return None, tape.gradient(total, x), logits, classes
-  grads, gb = tape.gradient(total, [captured[-1], x])
+  with guided_backward():
+    if not exact:
+      return None, tape.gradient(total, x), logits, classes
+    grads, gb = tape.gradient(total, [captured[-1], x])
   if grads is None:
     raise ValueError(
       f"The logits do not depend on layer {tapped.target_layer_path!r}: choose another target layer."

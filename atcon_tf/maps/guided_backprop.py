@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from atcon_tf.maps import targets
+from atcon_tf.maps.guided_relu import guided_backward
 
 
 def guided_backprop(tapped, x, class_ids=None, target=None):
@@ -17,4 +18,5 @@ def guided_backprop(tapped, x, class_ids=None, target=None):
     logits = tapped.logits(x, guided=True)
     scores, _ = targets.as_target(class_ids, target)(logits)
     total = tf.reduce_sum(scores)
-  return tape.gradient(total, x)
+  with guided_backward():
+    return tape.gradient(total, x)

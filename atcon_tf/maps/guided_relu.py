@@ -1,17 +1,44 @@
-"""Guided ReLU (Springenberg et al. 2015) that shares the model's weights.
+"""Guided backpropagation rules (Springenberg et al. 2015) that share the model's weights.
 
-Backward pass: `g_in = g_out * 1[x > 0] * 1[g_out > 0]` (and `1[x < max]` for capped
-ReLUs such as ReLU6). The gradient function uses plain TF ops, so an outer
-`tf.GradientTape` differentiates through it: guided backprop stays trainable
-(second order), as the ATCON loss needs.
+ReLU (and capped ReLUs such as ReLU6): `g_in = g_out * 1[x > 0] * 1[g_out > 0]` (and `1[x < max]`),
+the original rule.
+
+Any other elementwise activation f (swish/silu, gelu, hard_swish, hard_sigmoid, elu, selu, leaky
+ReLU, PReLU, sigmoid and tanh gates, softplus, mish, ...): `g_in = relu(g_out) * relu(f'(x))`: the same
+positive-gradient gating, applied to the activation's own local slope. For a ReLU this *is* the rule
+above (f' = 1[x > 0]); for a smooth activation it passes only positive upstream signal through the
+part of the activation that increases with its input, so guided backprop stays a map of positive
+evidence, as on ReLU networks, instead of silently becoming the plain input gradient.
+
+The guided rules apply only to gradients taken inside `guided_backward()` (what `maps.guided_backprop`
+does); any other gradient through a patched activation is its true derivative. This matters for the
+second order: the ATCON loss differentiates guided backprop G with respect to the weights, and on a smooth
+network G depends on the forward pre-activations h (through f'(h)), whose own derivative must be the
+network's real one. Both gradient functions use plain TF ops (f' is taken with a tape inside the gradient
+function), so an outer `tf.GradientTape` differentiates through them: guided backprop stays trainable.
 """
 
 import contextlib
+import threading
 
-import keras
 import tensorflow as tf
 
-from atcon_tf import layer_patching
+_STATE = threading.local()
+
+
+@contextlib.contextmanager
+def guided_backward():
+  """Gradients computed (or, under `tf.function`, traced) inside use the guided rules."""
+  previous = getattr(_STATE, "active", False)
+  _STATE.active = True
+  try:
+    yield
+  finally:
+    _STATE.active = previous
+
+
+def _guiding():
+  return getattr(_STATE, "active", False)
 
 
 def guided_relu(x, max_value=None, threshold=0.0):
@@ -27,7 +54,9 @@ def guided_relu(x, max_value=None, threshold=0.0):
       )
 
     def grad(upstream):
-      gate = tf.logical_and(inputs > threshold, upstream > 0)
+      gate = inputs > threshold
+      if _guiding():
+        gate = tf.logical_and(gate, upstream > 0)
       if max_value is not None:
         gate = tf.logical_and(gate, inputs < max_value)
       return upstream * tf.cast(gate, upstream.dtype)
@@ -37,48 +66,49 @@ def guided_relu(x, max_value=None, threshold=0.0):
   return _guided(tf.convert_to_tensor(x))
 
 
-def _relu_like(fn):
-  """Returns the cap of a ReLU activation function (None, or 6.0), or False if not a ReLU."""
-  if fn is keras.activations.relu or fn is tf.nn.relu:
-    return None
-  if fn is keras.activations.relu6 or fn is tf.nn.relu6:
-    return 6.0
-  return False
+def _slope(fn, inputs):
+  """f'(x) of an elementwise `fn`, as a differentiable tensor."""
+  with tf.GradientTape() as tape:
+    tape.watch(inputs)
+    outputs = fn(inputs)
+  return outputs, tape.gradient(outputs, inputs)
 
 
-def _guided_relu_layer_call(layer):
-  if layer.negative_slope:
-    return None  # A leaky ReLU is not a ReLU gate: leave it as it is.
-  max_value = layer.max_value
-  threshold = float(layer.threshold)
-
-  def call(inputs):
-    return guided_relu(inputs, max_value=max_value, threshold=threshold)
-
-  return call
+def _input_gradient(upstream, slope):
+  return tf.nn.relu(upstream) * tf.nn.relu(slope) if _guiding() else upstream * slope
 
 
-def guided_patches(model):
-  """Lists the `(layer, attribute, replacement)` patches that make `model` guided."""
-  patches = []
-  for layer in layer_patching.iter_layers(model):
-    if isinstance(layer, keras.layers.ReLU):
-      call = _guided_relu_layer_call(layer)
-      if call is not None:
-        patches.append((layer, "call", call))
-      continue
-    activation = getattr(layer, "activation", None)
-    if activation is None or not callable(activation):
-      continue
-    cap = _relu_like(activation)
-    if cap is False:
-      continue
-    patches.append((layer, "activation", lambda x, cap=cap: guided_relu(x, max_value=cap)))
-  return patches
+def guided_elementwise(fn, has_weights=False):
+  """`fn` (an elementwise activation or an activation layer's call) with the guided backward pass.
 
+  `has_weights`: `fn` reads trainable variables (PReLU's slopes); they get their plain gradient.
+  """
 
-@contextlib.contextmanager
-def guided_relus(model):
-  """Inside this context every ReLU of `model` (nested models included) is guided."""
-  with layer_patching.patched_many(guided_patches(model)):
-    yield
+  def apply(x, *args, **kwargs):
+    x = tf.convert_to_tensor(x)
+
+    if has_weights:
+
+      @tf.custom_gradient
+      def _guided(inputs):
+        def grad(upstream, variables=None):
+          with tf.GradientTape() as tape:
+            outputs, slope = _slope(fn, inputs)
+          variable_grads = tape.gradient(outputs, variables or [], output_gradients=upstream)
+          return _input_gradient(upstream, slope), variable_grads
+
+        return fn(inputs), grad
+
+    else:
+
+      @tf.custom_gradient
+      def _guided(inputs):
+        def grad(upstream):
+          _, slope = _slope(fn, inputs)
+          return _input_gradient(upstream, slope)
+
+        return fn(inputs), grad
+
+    return _guided(x)
+
+  return apply

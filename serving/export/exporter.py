@@ -143,7 +143,12 @@ def export_model(
   base_path = os.path.join(os.fspath(export_dir), name)
   if version is not None:
     version = layout.check_version(base_path, version)
-  tapped = atcon_tf.TappedModel(loaded.classifier, resolved.target_layer, multi_label=resolved.multi_label)
+  tapped = atcon_tf.TappedModel(
+    loaded.classifier,
+    resolved.target_layer,
+    multi_label=resolved.multi_label,
+    logits_layer=resolved.logits_layer,
+  )
   resolved = resolved.with_overrides(target_layer=tapped.target_layer_path)
   archive = signatures.build_archive(tapped, resolved, channels, input_dtype, num_classes, max_image_pixels)
   from atcon_tf import preprocessing as preprocessing_lib

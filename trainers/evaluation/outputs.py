@@ -73,7 +73,9 @@ def model_outputs(
   from atcon_tf.data.canonical import padded_eval_batches
 
   classifier, contract = loaded.classifier, loaded.contract
-  tapped = atcon_tf.TappedModel(classifier, contract.target_layer, multi_label=info.multi_label)
+  tapped = atcon_tf.TappedModel(
+    classifier, contract.target_layer, multi_label=info.multi_label, logits_layer=contract.logits_layer
+  )
   size = tuple(int(s) for s in classifier.input_shape[1:3])
   explain, class_cam, agnostic_cam = _map_functions(tapped, size, config)
   faithful = faithfulness.enabled(options)
