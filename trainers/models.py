@@ -89,8 +89,14 @@ def make_atcon_model(choice: ModelChoice, cfg: Config, schedule: str, info, lr: 
     preprocessing=choice.preprocessing,
     class_names=info.class_names,
   )
+  tapped = model.tapped
+  print(
+    f"[{schedule}] Grad-CAM layer {tapped.target_layer_path}, logits from "
+    f"{tapped.logits_source.where or 'the model output'}; {tapped.guided_report.summary()}.",
+    flush=True,
+  )
   metrics = None
-  if schedule != "atcon":  # ATCON batches carry no labels: Keras could not build a label metric from them
+  if schedule != "atcon":  # the atcon stage's history stays free of label metrics (validation is scored apart)
     metrics = [
       keras.metrics.BinaryAccuracy(name="accuracy")
       if info.multi_label

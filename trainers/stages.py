@@ -230,6 +230,9 @@ def train_stage(
     "best_is_start": best_is_start,
     "seconds_this_run": round(time.time() - start, 1),
     "target_layer": best.tapped.target_layer_path,
+    "logits_from": best.tapped.logits_source.where or "model output",
+    "guided_activations": best.tapped.guided_report.counts(),
+    "unguided_layers": [list(item) for item in best.tapped.guided_report.unguided],
   }
   with open(done_path, "w") as f:
     json.dump(summary, f, indent=2)
