@@ -35,7 +35,7 @@ def hed_weights_path() -> str | None:
   spec = importlib.util.find_spec(HED_PACKAGE)
   if spec is None or not spec.submodule_search_locations:
     return None
-  path = os.path.join(list(spec.submodule_search_locations)[0], HED_FILE)
+  path = os.path.join(next(iter(spec.submodule_search_locations)), HED_FILE)
   return path if os.path.isfile(path) else None
 
 

@@ -84,7 +84,7 @@ def perturbation_curves(score_fn, images, saliency, baseline, steps: int = DEFAU
   ranks = ranks.reshape(b, h, w, 1)
   deletion, insertion = [], []
   for k in range(steps + 1):
-    changed = ranks < int(round(k / steps * h * w))  # the k-th share of most salient pixels
+    changed = ranks < round(k / steps * h * w)  # the k-th share of most salient pixels
     deletion.append(np.asarray(score_fn(np.where(changed, base, x)), np.float64))
     insertion.append(np.asarray(score_fn(np.where(changed, x, base)), np.float64))
   return np.stack(deletion, axis=1), np.stack(insertion, axis=1)
