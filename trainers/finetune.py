@@ -9,7 +9,8 @@ r"""ATCON fine-tuning from the command line: data -> model -> train -> evaluate 
 Default (no flags): the synthetic `house_numbers` benchmark (config `single`, 32 px, generated offline), a
 small BatchNorm ResNet trained supervised on a labeled subset, then fine-tuned with the ATCON loss
 (`two_stage`, the authors' protocol, docs/method.md), then a before/after evaluation table (accuracy, macro-F1,
-WSD IoU, pointing game, consistency, with bootstrap 90% CIs and p-values).
+WSD IoU, pointing game, deletion / insertion AUC of the maps, consistency, with bootstrap 90% CIs and
+p-values).
 
 `run(cfg)` reads as the pipeline; each step lives in its own module: `config` (the Config and its flags),
 `data` (splits and pipelines), `models` (the classifier and its preprocessing), `stages` (resumable fits),
