@@ -344,18 +344,22 @@ def config_from_flags(flag_values=None, preset_name=None, config_class=None, pre
   return config_class(**dict(presets[name], config=name)).replace(**dict(values, **overrides))
 
 
-def command_config(class_name: str, shared: tuple, own: list, doc: str, helps: dict | None = None):
+def command_config(
+  class_name: str, shared: tuple, own: list, doc: str, helps: dict | None = None, defaults: dict | None = None
+):
   """A frozen dataclass for another command (trainers.probe, trainers.pretrain): the `shared` fields of
   Config with their defaults and help (one place for them), then `own` = [(name, type name, _field(...))].
-  `helps`: {shared name: help text} where the command uses a field differently. It has `replace` like
+  `helps` / `defaults`: {shared name: help text / default} where the command uses a field differently, so
+  its --help shows the command's own defaults. It has `replace` like
   Config, and its `config` field selects one of the command's presets (defaults in the presets)."""
-  helps = helps or {}
+  helps, defaults = helps or {}, defaults or {}
   picked = [
     (
       f.name,
       f.type,
       dataclasses.field(
-        default=f.default, metadata=dict(f.metadata, help=helps.get(f.name, f.metadata["help"]))
+        default=defaults.get(f.name, f.default),
+        metadata=dict(f.metadata, help=helps.get(f.name, f.metadata["help"])),
       ),
     )
     for f in dataclasses.fields(Config)

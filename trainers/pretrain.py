@@ -83,9 +83,10 @@ PretrainConfig = config_lib.command_config(
     "workdir": "Run folder (rerun with the same folder to resume). Default: /tmp/atcon_tf/pretrain-<time>.",
     "tensorboard": "Write TensorBoard scalars to WORKDIR/logs.",
   },
+  defaults={"epochs": 20, "batch_size": 128},
 )
 PRESETS = {
-  "default": dict(epochs=20, batch_size=128, lr=1e-3),
+  "default": {},
   "smoke": dict(
     house_numbers_sizes=(96, 16, 32),
     image_size=16,
