@@ -342,7 +342,11 @@ def test_hot_swap_over_rest_has_no_failures(serving_rest, serving_setup):
     time.sleep(0.5)
     export_lib.export_model(new_model, serving_setup["export_dir"], "swap_rest", preprocessing="scale_0_1")
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and seen[-8:] != [2] * 8:
+    while time.monotonic() < deadline:
+      status = requests.get(f"{rest}/v1/models/swap_rest", timeout=30).json()["model_version_status"]
+      states = {s["version"]: s["state"] for s in status}
+      if states == {"2": "AVAILABLE", "1": "END"} and seen[-8:] == [2] * 8:
+        break
       time.sleep(0.1)
   finally:
     stop.set()
@@ -350,8 +354,7 @@ def test_hot_swap_over_rest_has_no_failures(serving_rest, serving_setup):
       t.join(timeout=120)
   assert not failures, failures[:5]
   assert 1 in seen and seen[-8:] == [2] * 8
-  status = requests.get(f"{rest}/v1/models/swap_rest", timeout=30).json()["model_version_status"]
-  assert {s["version"]: s["state"] for s in status} == {"2": "AVAILABLE", "1": "END"}
+  assert states == {"2": "AVAILABLE", "1": "END"}, states
 
 
 def test_prometheus_metrics_count_both_apis_and_batches(serving_rest):

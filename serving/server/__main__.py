@@ -45,7 +45,7 @@ def define_flags():
   flags.DEFINE_float("drain_seconds", 30.0, "On SIGTERM/SIGINT, wait this long for requests in flight.")
   flags.DEFINE_boolean(
     "worker_processes",
-    False,
+    True,
     "Run each loaded version in its own process, so unloading frees all its memory.",
   )
 

@@ -150,13 +150,21 @@ class ModelManager:
         log.warning("No versions of model %s found under %s", config.name, config.base_path)
       return  # Keep serving what is loaded: a vanished folder must not take the model down.
     wanted = self._wanted(config, on_disk)
+    for version, servable in list(state.available.items()):
+      if not servable.alive():  # its worker process died: load the version again below
+        log.error("The worker process of %s version %d died; loading it again", config.name, version)
+        with self._lock:
+          state.available.pop(version, None)
+          state.states[version] = _status(State.END, "worker process died")
+        state.failures[version] += 1
+        servable.unload()
     for version in sorted(wanted - set(state.available), reverse=True):
       if state.failures[version] >= MAX_LOAD_ATTEMPTS:
         continue
       with self._lock:
         state.states[version] = _status(State.LOADING)
       try:
-        servable = Servable(config.name, version, on_disk[version])
+        servable = Servable(config.name, version, on_disk[version], worker_process=self.worker_processes)
         if self.warmup:
           servable.warm_up()
       except Exception as e:  # A broken export must not stop the server.

@@ -47,6 +47,8 @@ class Signature:
     self.atcon = export_info is not None
 
   def run(self, arrays, output_filter):
+    if not callable(self.function):  # a WorkerProcess: the version lives in its own process
+      return self.function.run(self.key, arrays, output_filter)
     feeds = {alias: tf.constant(array) for alias, array in arrays.items()}
     try:
       results = self.function(**feeds)
@@ -58,17 +60,26 @@ class Signature:
 class Servable:
   """One loaded version of a model; counts its in-flight requests."""
 
-  def __init__(self, name, version, path):
+  def __init__(self, name, version, path, worker_process=False):
+    """worker_process: load the SavedModel in a child process (`worker.WorkerProcess`), not in this one."""
     self.name, self.version, self.path = name, version, path
     meta_graph = _serve_meta_graph(path)
     self.signature_defs = meta_graph.signature_def
     self.export_info = export_lib.read_export_info(path)
-    self.loaded = tf.saved_model.load(path, tags=["serve"])
+    self.worker = None
+    if worker_process:
+      from serving.server.worker import WorkerProcess
+
+      self.worker = WorkerProcess(name, version, path)
+      functions = {key: self.worker for key in self.signature_defs}
+    else:
+      self.loaded = tf.saved_model.load(path, tags=["serve"])
+      functions = self.loaded.signatures
     self.signatures = {}
     for key, signature_def in self.signature_defs.items():
       if key.startswith("__"):
         continue
-      function = self.loaded.signatures.get(key)
+      function = functions.get(key)
       if function is not None:
         self.signatures[key] = Signature(key, signature_def, function, self.export_info)
     self._in_flight = 0
@@ -80,6 +91,12 @@ class Servable:
     hooks, self.on_unload = self.on_unload, []
     for hook in hooks:
       hook()
+    if self.worker is not None:
+      self.worker.close()
+
+  def alive(self):
+    """False once its worker process died (then the manager loads the version again)."""
+    return self.worker is None or self.worker.alive()
 
   def acquire_unlocked(self):
     with self._idle:
