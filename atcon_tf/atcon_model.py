@@ -48,6 +48,7 @@ class ATCONModel(keras.Model):
     preprocessing=None,
     class_names=None,
     logits_layer=None,
+    fused=True,
     **kwargs,
   ):
     super().__init__(**kwargs)
@@ -65,6 +66,7 @@ class ATCONModel(keras.Model):
       attention=attention, similarity=similarity, mask_intensity=mask_intensity
     )
     self.preprocessing = preprocessing
+    self.fused = bool(fused)  # one forward of x for Grad-CAM and guided backprop (losses.consistency)
     self.class_names = None if class_names is None else [str(c) for c in class_names]
     self.loss_tracker = keras.metrics.Mean(name="loss")
     self.supervised_loss_tracker = keras.metrics.Mean(name="supervised_loss")
@@ -131,6 +133,7 @@ class ATCONModel(keras.Model):
         "mask_intensity": self.consistency_config.mask_intensity,
         "preprocessing": self.preprocessing,
         "class_names": self.class_names,
+        "fused": self.fused,
       }
     )
     return config
@@ -198,7 +201,7 @@ class ATCONModel(keras.Model):
     return tf.reduce_mean(heads.supervised_loss(y, logits, self.multi_label)), logits
 
   def _consistency(self, x):
-    result = consistency.consistency_per_image(self.tapped, x, self.consistency_config)
+    result = consistency.consistency_per_image(self.tapped, x, self.consistency_config, fused=self.fused)
     return tf.reduce_mean(result.costs), result
 
   @property

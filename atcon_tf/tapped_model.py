@@ -6,6 +6,7 @@ from atcon_tf import heads
 from atcon_tf import layer_patching
 from atcon_tf import model_import
 from atcon_tf import output_activation
+from atcon_tf.maps import cam_shortcut
 from atcon_tf.maps import guided
 
 
@@ -45,6 +46,8 @@ class TappedModel:
       self.model, exclude=[(layer, name) for layer, name, _ in self.logit_patches]
     )
     self.guided_report.warn_if_incomplete(self.model.name)
+    # Grad-CAM needs no backward pass when the logits are Dense(GAP(target)) (`maps.cam_shortcut`).
+    self.linear_head = cam_shortcut.linear_head(self)
     # A final sigmoid says multi-label; the caller's word (e.g. a recorded contract) wins.
     self.multi_label = self.output_activation == "sigmoid" if multi_label is None else bool(multi_label)
 

@@ -36,14 +36,14 @@ def reference_outputs(tapped, raw_images, preprocessing="scale_0_1", class_ids=N
   top1 = maps.top1_classes(logits).numpy()
   classes = top1 if class_ids is None else np.where(np.asarray(class_ids) >= 0, class_ids, top1)
   classes = tf.constant(classes.astype(np.int32))
-  cam = maps.gradcam(tapped, x, classes, relu=True)
+  cam = maps.gradcam(tapped, x, classes, relu=True, shortcut=False)
   saliency = processing.channel_magnitude(maps.guided_backprop(tapped, x, classes))
   if np.array_equal(classes.numpy(), top1):
-    costs = consistency_per_image(tapped, x, mask_intensity=mask_intensity).costs
+    costs = consistency_per_image(tapped, x, mask_intensity=mask_intensity, fused=False).costs
   else:
-    raw_cam = maps.gradcam(tapped, x, classes, relu=False).cam
+    raw_cam = maps.gradcam(tapped, x, classes, relu=False, shortcut=False).cam
     mask, _ = processing.soft_mask(saliency, mask_intensity)
-    masked = maps.gradcam(tapped, x * mask[..., None], classes, relu=False).cam
+    masked = maps.gradcam(tapped, x * mask[..., None], classes, relu=False, shortcut=False).cam
     costs = pearson_cost(raw_cam, masked)
   size = tf.shape(x)[1:3]
   return {

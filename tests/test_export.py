@@ -21,7 +21,7 @@ from atcon_tf.testing import tiny_cnn  # noqa: E402
 from atcon_tf import maps  # noqa: E402
 from atcon_tf import preprocessing  # noqa: E402
 from atcon_tf.contract import ContractError, ServingContract  # noqa: E402
-from atcon_tf.maps import explanation  # noqa: E402
+from atcon_tf.maps.guided_pass import guided_pass  # noqa: E402
 from serving import export as export_lib  # noqa: E402
 from serving import graphs  # noqa: E402
 from tests.conftest import reference_outputs, reference_predict  # noqa: E402
@@ -365,8 +365,10 @@ def test_fused_passes_match_reference(case):
   tapped = atcon_tf.TappedModel(model, target_layer)
   x = _pixels(3, seed=9)
   inputs = tf.constant(preprocessing.apply_numpy(x, "scale_0_1"))
-  fused = explanation._guided_pass(tapped, inputs, maps.ClassTarget())[0]
-  assert (fused is None) == (case in ("early_target_layer", "relu_in_head"))
+  fused = guided_pass(tapped, inputs, maps.ClassTarget()).cam  # one forward, whatever runs after the layer
+  assert (tapped.linear_head is None) == (case in ("early_target_layer", "relu_in_head"))
+  plain = maps.gradcam(tapped, inputs, relu=False, shortcut=False).cam
+  np.testing.assert_allclose(fused.numpy(), plain.numpy(), rtol=1e-5, atol=1e-6)
   got = graphs.explain_outputs(tapped, inputs)
   assert_outputs_close(got, reference_outputs(tapped, x, "scale_0_1"), atol=1e-6)
   # The layers are restored: the plain model still gives its plain logits.

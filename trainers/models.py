@@ -96,7 +96,9 @@ def make_atcon_model(choice: ModelChoice, cfg: Config, schedule: str, info, lr: 
     flush=True,
   )
   metrics = None
-  if schedule != "atcon":  # the atcon stage's history stays free of label metrics (validation is scored apart)
+  if (
+    schedule != "atcon"
+  ):  # the atcon stage's history stays free of label metrics (validation is scored apart)
     metrics = [
       keras.metrics.BinaryAccuracy(name="accuracy")
       if info.multi_label

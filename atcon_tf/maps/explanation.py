@@ -4,8 +4,7 @@ Serving signatures, evaluation, the PNG/TensorBoard pictures and the reference o
 so they cannot drift apart. It returns raw maps (Grad-CAM at the target layer's resolution, |guided
 backprop| at the input's); display scaling is `displayed`.
 
-Passes: one guided forward/backward of x gives the logits, the class, guided backprop and, for the usual
-conv -> GAP -> dense heads, Grad-CAM as well (`_guided_pass`); otherwise a separate Grad-CAM pass. Then the
+Passes: one forward of x gives the logits, the class, guided backprop and Grad-CAM (`guided_pass`). Then the
 consistency: for the authors' `gb_mask` variant, Grad-CAM of the GB-masked x and the similarity of the two
 CAMs (the same math as `losses.consistency_per_image`); other variants call the loss itself.
 """
@@ -14,13 +13,12 @@ import collections
 
 import tensorflow as tf
 
-from atcon_tf import layer_patching
 from atcon_tf.losses import consistency as consistency_lib
 from atcon_tf.losses import similarity as similarity_lib
 from atcon_tf.maps import processing
 from atcon_tf.maps import targets
 from atcon_tf.maps.gradcam import gradcam
-from atcon_tf.maps.guided_relu import guided_backward
+from atcon_tf.maps.guided_pass import guided_pass
 
 Explanation = collections.namedtuple(
   "Explanation",
@@ -37,58 +35,6 @@ Explanation = collections.namedtuple(
 )
 
 
-def _recording(fn, events):
-  def call(*args, **kwargs):
-    events.append("relu")
-    return fn(*args, **kwargs)
-
-  return call
-
-
-def _guided_pass(tapped, x, target):
-  """One guided forward pass giving guided backprop AND (when exact) Grad-CAM.
-
-  The guided ReLU's forward equals ReLU, so the activations A and logits are those of the
-  plain network. The gradient w.r.t. A only crosses the layers after the target layer:
-  when no guided ReLU runs after the target layer's (last) call, d z_c / d A equals the
-  plain Grad-CAM gradient, and one backward pass gives both maps. This is decided at
-  trace time from the order in which the patched layers run (conservative: a guided ReLU
-  that merely runs later on a parallel branch also disables the shortcut).
-  Returns (cam or None, gb, logits, classes).
-  """
-  events = []
-  layer = tapped.target_layer
-  patches = [(obj, name, _recording(fn, events)) for obj, name, fn in tapped.guided_patches]
-  captured = []
-  with tf.GradientTape() as tape:
-    tape.watch(x)
-    with layer_patching.patched_many(patches):
-      original_call = layer.call  # Captured after the guided patches (the layer may be a ReLU).
-
-      def call(*args, **kwargs):
-        outputs = original_call(*args, **kwargs)
-        tape.watch(outputs)
-        captured.append(outputs)
-        events.append("target")
-        return outputs
-
-      with layer_patching.patched(layer, "call", call):
-        logits = tapped.forward(x, training=False)
-    scores, classes = target(logits)
-    total = tf.reduce_sum(scores)
-  exact = bool(captured) and "relu" not in events[len(events) - events[::-1].index("target") :]
-  with guided_backward():
-    if not exact:
-      return None, tape.gradient(total, x), logits, classes
-    grads, gb = tape.gradient(total, [captured[-1], x])
-  if grads is None:
-    raise ValueError(
-      f"The logits do not depend on layer {tapped.target_layer_path!r}: choose another target layer."
-    )
-  cam = tf.einsum("bhwk,bk->bhw", captured[-1], tf.reduce_mean(grads, axis=[1, 2]))
-  return cam, gb, logits, classes
-
-
 def explain(tapped, x, class_ids=None, config=None, target=None) -> Explanation:
   """All maps of a preprocessed batch `x` (B, H, W, C) for the top-1 class, given classes, or a target.
 
@@ -99,9 +45,7 @@ def explain(tapped, x, class_ids=None, config=None, target=None) -> Explanation:
   config = config or consistency_lib.ConsistencyConfig()
   x = tf.convert_to_tensor(x)
   target = targets.as_target(class_ids, target)
-  cam, gb, logits, classes = _guided_pass(tapped, x, target)
-  if cam is None:
-    cam = gradcam(tapped, x, target=target, relu=False).cam
+  cam, gb, logits, classes = guided_pass(tapped, x, target)
   saliency = processing.channel_magnitude(gb)
   mask, mask_logits = processing.soft_mask(saliency, config.mask_intensity)
   if config.attention == "gb_mask":
