@@ -239,6 +239,8 @@ class ATCONModel(keras.Model):
     with tf.GradientTape() as tape:
       outputs = loss_fn()
       scaled = outputs[0] / tf.cast(self._replicas(), outputs[0].dtype)
+      # mixed_float16: Keras wraps the optimizer in a LossScaleOptimizer, which unscales in apply_gradients.
+      scaled = self.optimizer.scale_loss(scaled)
     grads = tape.gradient(scaled, self.trainable_variables)
     grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, self.trainable_variables)]
     return grads, outputs

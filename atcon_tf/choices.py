@@ -41,6 +41,8 @@ WEIGHTS = ("auto", "imagenet", "hed", "none")
 FAITHFULNESS_BASELINES = ("blur", "mean")
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
+# keras.mixed_precision policies: bfloat16 for CPUs/TPUs, float16 (with loss scaling) for GPUs.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 DATASETS = ("house_numbers", "svhn", "fashion_mnist", "voc2007", "voc2012", "folder:PATH")
 HOUSE_NUMBERS_CONFIGS = ("single", "multi")
 

@@ -67,15 +67,18 @@ class TappedModel:
       yield captured
 
   def forward(self, x, training=False, patches=()):
-    """Logits of `x` with `patches` (e.g. guided activations) applied on top of the logits bypass."""
+    """Logits of `x` (at least float32) with `patches` (e.g. guided activations) on top of the logits bypass."""
     with contextlib.ExitStack() as stack:
       stack.enter_context(layer_patching.patched_many(list(patches)))
       stack.enter_context(layer_patching.patched_many(self.logit_patches))
       if self.logits_layer is None:
-        return self.model(x, training=training)
-      captured = stack.enter_context(self._capture(self.logits_layer))
-      self.model(x, training=training)
-      return captured[-1]
+        logits = self.model(x, training=training)
+      else:
+        captured = stack.enter_context(self._capture(self.logits_layer))
+        self.model(x, training=training)
+        logits = captured[-1]
+    # float32 under mixed precision: softmax, cross-entropy and the target's gradient need the range.
+    return cam_shortcut.full_precision(logits)
 
   def logits(self, x, guided=False, training=False):
     """Logits of `x` (the final softmax/sigmoid, if any, bypassed)."""

@@ -1,115 +1,153 @@
-"""Training-step throughput: supervised vs batched ATCON vs the authors' per-image loop.
+"""Training-step time: supervised vs the ATCON step (fused and pass by pass), float32 / mixed precision / XLA.
 
-Same model (small ResNet, 32x32x3, 10 classes) and same batch (32) for every row;
-ratios are against the supervised step measured in the same run.
+Every row runs in its own process, so its peak memory is its own (host RSS on CPU, TensorFlow's peak
+allocation on a GPU). Ratios are against the supervised step of the same model, precision and compiler,
+measured in the same run.
 
-  python bench/train_step.py [--batch=32] [--repeats=10] [--loop_repeats=2]
+  python bench/train_step.py                    # CPU suite: small_resnet 32 px b32, ResNet-50 96 px b8
+  python bench/train_step.py --suite=gpu        # ResNet-50 224 px b32 on an accelerator (float32, fp16, XLA)
+  python bench/train_step.py --suite=quick      # small_resnet only, seconds
 """
 
 import argparse
+import json
 import os
+import resource
+import subprocess
+import sys
 import time
 
-from atcon_tf import quiet
-
-quiet.tensorflow_logs()  # before TensorFlow is imported: no CUDA / oneDNN start-up noise
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import atcon_tf  # noqa: E402
-from atcon_tf import losses  # noqa: E402
-from atcon_tf import backbones  # noqa: E402
-
-
-def _model(schedule):
-  model = atcon_tf.ATCONModel(backbones.small_resnet(image_size=32, classes=10, seed=0), schedule=schedule)
-  model.compile(optimizer=keras.optimizers.Adam(1e-5))
-  return model
+# (model, image size, batch) per suite; precisions and XLA per suite.
+SUITES = {
+  "quick": dict(models=[("small_resnet", 32, 32)], precisions=["float32"], xla=False, per_image=False),
+  "cpu": dict(
+    models=[("small_resnet", 32, 32), ("resnet50", 96, 8)], precisions=["float32", "mixed_bfloat16"], xla=True,
+    per_image=True,
+  ),
+  "gpu": dict(models=[("resnet50", 224, 32)], precisions=["float32", "mixed_float16"], xla=True, per_image=False),
+}  # fmt: skip
+STEPS = ("supervised", "atcon_fused", "atcon_unfused")
 
 
-def _time(step, repeats):
-  step()  # trace / warm up
-  step()
+def _row(spec):
+  """Runs one row in this process: {'ms': ..., 'peak_mb': ...}."""
+  from atcon_tf import quiet
+
+  quiet.tensorflow_logs()
+  import keras
+  import numpy as np
+  import tensorflow as tf
+
+  import atcon_tf
+  from atcon_tf import backbones
+
+  keras.mixed_precision.set_global_policy(spec["precision"])
+  size, batch = spec["size"], spec["batch"]
+  if spec["model"] == "small_resnet":
+    classifier = backbones.small_resnet(image_size=size, classes=10, seed=0)
+  else:
+    classifier = backbones.application(spec["model"], size, 10, weights=None)
+  step = spec["step"]
+  schedule = "supervised" if step == "supervised" else "atcon"
+  model = atcon_tf.ATCONModel(classifier, schedule=schedule, fused=step != "atcon_unfused")
+  model.compile(optimizer=keras.optimizers.Adam(1e-5), jit_compile=spec["xla"])
+  rng = np.random.default_rng(0)
+  x = tf.constant(rng.normal(size=(batch, size, size, 3)).astype(np.float32))
+  y = tf.constant(rng.integers(0, 10, size=batch).astype(np.int32))
+  if step == "per_image_eager":
+    from atcon_tf import losses
+
+    def run():
+      grads = None
+      for i in range(batch):
+        with tf.GradientTape() as tape:
+          loss = losses.consistency_loss(model.tapped, x[i : i + 1], model.consistency_config) / batch
+        g = tape.gradient(loss, model.trainable_variables)
+        grads = g if grads is None else [a if b is None else a + b for a, b in zip(grads, g)]
+      model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
+  else:
+    data = (x, y) if step == "supervised" else x
+    train = tf.function(model.train_step, jit_compile=spec["xla"])
+    run = lambda: train(data)  # noqa: E731
+  run()
+  run()
+  repeats = spec["repeats"]
   start = time.perf_counter()
   for _ in range(repeats):
-    step()
-  return (time.perf_counter() - start) / repeats
+    out = run()
+  if out is not None:
+    [v.numpy() for v in tf.nest.flatten(out)]
+  seconds = (time.perf_counter() - start) / repeats
+  if tf.config.list_physical_devices("GPU"):
+    peak = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+  else:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  return {"ms": seconds * 1e3, "peak_mb": peak}
 
 
-def per_image_step(model, x, compiled):
-  """The authors' CAMLoss: each image alone (batch 1), loss averaged, one optimizer step."""
-  variables = model.trainable_variables
+def _rows(suite, repeats):
+  spec = SUITES[suite]
+  for model, size, batch in spec["models"]:
+    for precision in spec["precisions"]:
+      for step in STEPS:
+        yield dict(
+          model=model, size=size, batch=batch, precision=precision, xla=False, step=step, repeats=repeats
+        )
+    if spec["xla"]:
+      for step in ("supervised", "atcon_fused"):
+        yield dict(
+          model=model, size=size, batch=batch, precision="float32", xla=True, step=step, repeats=repeats
+        )
+    if spec["per_image"] and model == "small_resnet":
+      yield dict(
+        model=model, size=size, batch=batch, precision="float32", xla=False, step="per_image_eager", repeats=1
+      )
 
-  def one_image_grads(image):
-    with tf.GradientTape() as tape:
-      loss = losses.consistency_loss(model.tapped, image, model.consistency_config)
-      loss = loss / tf.cast(tf.shape(x)[0], loss.dtype)
-    return tape.gradient(loss, variables)
 
-  if compiled:
-    one_image_grads = tf.function(one_image_grads)
-
-  def step():
-    total = [tf.zeros_like(v) for v in variables]
-    for i in range(x.shape[0]):
-      grads = one_image_grads(x[i : i + 1])
-      total = [t if g is None else t + g for t, g in zip(total, grads)]
-    model.optimizer.apply_gradients(zip(total, variables))
-
-  return step
+def _in_subprocess(spec):
+  out = subprocess.run(
+    [sys.executable, __file__, "--row", json.dumps(spec)], capture_output=True, text=True, check=False
+  )
+  lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+  if out.returncode or not lines:
+    return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1][:120]}
+  return json.loads(lines[-1])
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--suite", choices=sorted(SUITES), default="cpu")
   parser.add_argument("--repeats", type=int, default=10)
-  parser.add_argument("--loop_repeats", type=int, default=2)
+  parser.add_argument("--row", help=argparse.SUPPRESS)
   args = parser.parse_args()
-  rng = np.random.default_rng(0)
-  x = tf.constant(rng.normal(size=(args.batch, 32, 32, 3)).astype(np.float32))
-  y = tf.constant(rng.integers(0, 10, size=args.batch).astype(np.int32))
+  if args.row:
+    print(json.dumps(_row(json.loads(args.row))), flush=True)
+    return
+  import tensorflow as tf
 
-  rows = []
-  sup = _model("supervised")
-  rows.append(
-    ("supervised step (tf.function)", _time(tf.function(lambda: sup.train_step((x, y))), args.repeats))
-  )
-  atc = _model("atcon")
-  rows.append(
-    ("ATCON step, batched (tf.function)", _time(tf.function(lambda: atc.train_step(x)), args.repeats))
-  )
-  rows.append(
-    (
-      "ATCON, per-image loop (tf.function per image)",
-      _time(per_image_step(atc, x, compiled=True), args.loop_repeats),
-    )
-  )
-  rows.append(
-    (
-      "ATCON, per-image loop (eager, as the authors' code)",
-      _time(per_image_step(atc, x, compiled=False), args.loop_repeats),
-    )
-  )
-
-  base = rows[0][1]
-  batched = rows[1][1]
-  print(
-    f"\nsmall_resnet 32x32x3, batch {args.batch}, {os.cpu_count()} CPU cores, "
-    f"TF {tf.__version__}, device: {'GPU' if tf.config.list_physical_devices('GPU') else 'CPU'}\n"
-  )
-  print("| step | ms/step | images/s | time vs supervised | batched ATCON speed-up |")
-  print("|---|---:|---:|---:|---:|")
-  for name, seconds in rows:
+  device = "GPU: " + ", ".join(d.name for d in tf.config.list_physical_devices("GPU"))
+  if device == "GPU: ":
+    device = "CPU only"
+    if args.suite == "gpu":
+      sys.exit("--suite=gpu: TensorFlow sees no GPU (on Linux: pip install 'tensorflow[and-cuda]==2.21.0').")
+  print(f"suite {args.suite}: {os.cpu_count()} CPU cores, {device}, TF {tf.__version__}\n", flush=True)
+  print("| model | input, batch | precision | XLA | step | ms/step | images/s | vs supervised | peak MiB |")
+  print("|---|---|---|---|---|---:|---:|---:|---:|")
+  base = {}
+  for spec in _rows(args.suite, args.repeats):
+    result = _in_subprocess(spec)
+    key = (spec["model"], spec["precision"], spec["xla"])
+    head = f"| {spec['model']} | {spec['size']} px, b{spec['batch']} | {spec['precision']} | {spec['xla']} | {spec['step']}"
+    if "error" in result:
+      print(f"{head} | failed: {result['error']} | | | |", flush=True)
+      continue
+    if spec["step"] == "supervised":
+      base[key] = result["ms"]
+    ratio = result["ms"] / base[key] if key in base else float("nan")
+    images = spec["batch"] / result["ms"] * 1e3
     print(
-      f"| {name} | {seconds * 1e3:.1f} | {args.batch / seconds:.0f} | {seconds / base:.2f}x | "
-      f"{seconds / batched:.1f}x |"
+      f"{head} | {result['ms']:.1f} | {images:.0f} | {ratio:.2f}x | {result['peak_mb']:.0f} |", flush=True
     )
-  print(
-    f"\ntargets: ATCON step <= 3x supervised -> {batched / base:.2f}x; "
-    f"batched >= 15x the authors' eager per-image loop -> {rows[3][1] / batched:.1f}x"
-  )
 
 
 if __name__ == "__main__":

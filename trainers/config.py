@@ -175,6 +175,17 @@ class Config:
     "Stop a stage after this many epochs without a lower validation supervised loss (0: never). Every "
     "fine-tuning stage also scores its starting weights first, so it can never end worse than it began.",
   )
+  precision: str = _field(
+    "float32",
+    "keras.mixed_precision policy of new models: mixed_bfloat16 (CPU/TPU) or mixed_float16 (GPU, with "
+    "loss scaling). Maps, mask, similarity and losses stay float32.",
+    choices.PRECISIONS,
+  )
+  jit_compile: bool = _field(
+    False,
+    "Compile train/eval steps with XLA (Keras compile(jit_compile=True)). Slower on CPU here; see "
+    "docs/trainers.md for where it helps.",
+  )
   # ---- distribution
   strategy: str = _field(
     "default",

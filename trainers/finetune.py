@@ -141,6 +141,17 @@ def _progress_line(index: int, stages: list, elapsed: float, trained: list) -> s
 def run(cfg: Config, extra_callbacks=()) -> dict:
   """Runs the whole pipeline for `cfg`; returns the contents of metrics.json."""
   import keras
+
+  previous = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy(cfg.precision)  # new models; saved ones keep their own
+  try:
+    return _run(cfg, extra_callbacks)
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
+
+
+def _run(cfg: Config, extra_callbacks) -> dict:
+  import keras
   import tensorflow as tf
 
   start = time.time()

@@ -104,6 +104,10 @@ def make_atcon_model(choice: ModelChoice, cfg: Config, schedule: str, info, lr: 
       if info.multi_label
       else keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     ]
-  model.compile(optimizer=keras.optimizers.Adam(lr, epsilon=cfg.adam_epsilon), metrics=metrics)
+  model.compile(
+    optimizer=keras.optimizers.Adam(lr, epsilon=cfg.adam_epsilon),
+    metrics=metrics,
+    jit_compile=cfg.jit_compile,
+  )
   model(np.zeros((1, cfg.image_size, cfg.image_size, 3), np.float32))  # BackupAndRestore needs a built model
   return model
