@@ -1,12 +1,18 @@
-"""Serving benchmark: `predict` vs `serving_default` (maps), in-process vs gRPC, batch 1 and 32.
+"""Serving benchmark: `predict` vs `serving_default` (maps), in-process vs gRPC vs REST, batch 1 and 32;
+dynamic batching under 16 concurrent clients; server memory over 10 hot swaps under load.
 
-  python bench/serving.py [--iterations=30 --rounds=5 --image_size=32 --out=bench.md]
+  python bench/serving.py [--parts=latency,batching,swap --iterations=30 --rounds=5 --image_size=32 --out=bench.md]
 
 Exports `atcon_tf.testing.small_resnet(image_size)` (float32 input, scale_0_1) to a temporary
 folder, then measures
 - in-process: the loaded SavedModel's signature called from Python (outputs fetched as NumPy);
 - gRPC: `serving.client.ServingClient.predict` against `python -m serving.server` on loopback
-  (request encoding, validation, the same signature, response decoding).
+  (request encoding, validation, the same signature, response decoding);
+- REST: `serving.client.RestClient.predict` against the same server's REST port (JSON both ways).
+`batching`: 16 client threads send batch-1 `serving_default` requests for --seconds to a server without
+and one with --enable_batching (batching_parameters.txt from serving.config); throughput, p50, p99.
+`swap`: 4 clients send requests while 10 new versions appear one after another; the server's RSS
+(its process and its children) after each swap, with and without --worker_processes.
 Configurations are measured in interleaved rounds, so load from other processes on the
 machine spreads over all of them. Prints a markdown table and the ratios against the targets:
 maps <= 4x predict-only at batch 32; gRPC <= 1.25x in-process at batch 32 with maps.
@@ -23,6 +29,9 @@ from atcon_tf import quiet
 
 quiet.tensorflow_logs()  # before TensorFlow is imported: no CUDA / oneDNN start-up noise
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Run as `python bench/serving.py`, this file's folder comes first on sys.path and `import serving` would
+# find this script instead of the package: put the repository there instead.
+sys.path[:] = [REPO] + [p for p in sys.path if os.path.abspath(p or ".") != os.path.join(REPO, "bench")]
 
 import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
@@ -42,9 +51,18 @@ def define_flags():
   flags.DEFINE_integer("image_size", 32, "Input size of small_resnet.")
   flags.DEFINE_integer("server_threads", 8, "gRPC worker threads of the local server.")
   flags.DEFINE_string("out", None, "Also write the markdown report to this file.")
+  flags.DEFINE_list("parts", ["latency", "batching", "swap"], "Which measurements to run.")
+  flags.DEFINE_float("seconds", 20.0, "Duration of each batching measurement.")
+  flags.DEFINE_integer("swaps", 10, "Hot swaps measured.")
 
 
-def _start_server(base_path, threads):
+def _start_server(base_path, threads, *extra):
+  """(process, gRPC target, REST target) of `python -m serving.server` with a REST port."""
+  import socket
+
+  with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    rest_port = sock.getsockname()[1]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
   process = subprocess.Popen(
@@ -55,7 +73,9 @@ def _start_server(base_path, threads):
       f"--model_base_path={base_path}",
       f"--model_name={MODEL}",
       "--port=0",
+      f"--rest_api_port={rest_port}",
       f"--threads={threads}",
+      *extra,
     ],
     cwd=REPO,
     env=env,
@@ -69,7 +89,7 @@ def _start_server(base_path, threads):
     if ready:
       line = process.stdout.readline()
       if line.startswith("Serving "):
-        return process, line.split(" on ", 1)[1].split()[0]
+        return process, line.split(" on ", 1)[1].split()[0], f"127.0.0.1:{rest_port}"
       if not line:
         break
     if process.poll() is not None:
@@ -78,23 +98,33 @@ def _start_server(base_path, threads):
   raise RuntimeError("The local server did not start.")
 
 
+def _stop(process):
+  process.terminate()
+  process.wait(timeout=60)
+
+
 def _percentiles(samples):
   ms = np.asarray(samples) * 1e3
   return float(np.percentile(ms, 50)), float(np.percentile(ms, 90)), float(np.mean(ms))
 
 
-def run_benchmark(iterations, rounds, warmup, image_size, server_threads):
-  import tensorflow as tf
-
+def export(image_size):
   from atcon_tf.backbones import small_resnet
-  from serving.client import ServingClient
   from serving.export import export_model
 
   workdir = tempfile.mkdtemp(prefix="bench-serving-")
-  path = export_model(small_resnet(image_size), workdir, MODEL, warmup=True, preprocessing="imagenet_torch")
+  return export_model(small_resnet(image_size), workdir, MODEL, warmup=True, preprocessing="imagenet_torch")
+
+
+def run_benchmark(path, iterations, rounds, warmup, image_size, server_threads):
+  import tensorflow as tf
+
+  from serving.client import RestClient, ServingClient
+
   loaded = tf.saved_model.load(path)
-  process, target = _start_server(os.path.dirname(path), server_threads)
+  process, target, rest_target = _start_server(os.path.dirname(path), server_threads)
   client = ServingClient(target, timeout=120, max_message_mb=256)
+  rest = RestClient(rest_target, timeout=120)
   client.wait_until_available(MODEL)
   rng = np.random.default_rng(0)
   inputs = {b: rng.integers(0, 256, size=(b, image_size, image_size, 3)).astype(np.float32) for b in BATCHES}
@@ -111,20 +141,22 @@ def run_benchmark(iterations, rounds, warmup, image_size, server_threads):
 
   def grpc_call(signature, batch):
     x = inputs[batch]
-    return lambda: client.predict(x, MODEL, signature=signature)
+    return lambda: client.predict(x, MODEL, signature=signature, with_class_names=False)
 
-  configs = [
-    (mode, signature, batch)
-    for mode in ("in-process", "gRPC")
-    for signature in SIGNATURES
-    for batch in BATCHES
-  ]
-  calls = {c: (in_process if c[0] == "in-process" else grpc_call)(c[1], c[2]) for c in configs}
-  # Same results both ways (sanity), then warm every path.
+  def rest_call(signature, batch):
+    x = inputs[batch]
+    return lambda: rest.predict(x, MODEL, signature=signature, with_class_names=False)
+
+  makers = {"in-process": in_process, "gRPC": grpc_call, "REST": rest_call}
+  configs = [(mode, signature, batch) for mode in makers for signature in SIGNATURES for batch in BATCHES]
+  calls = {c: makers[c[0]](c[1], c[2]) for c in configs}
+  # Same results all ways (sanity), then warm every path.
   for signature in SIGNATURES:
-    a, b = calls[("in-process", signature, 32)](), calls[("gRPC", signature, 32)]()
-    for key in a:
-      np.testing.assert_allclose(a[key], b[key], atol=1e-5)
+    a = calls[("in-process", signature, 32)]()
+    for mode in ("gRPC", "REST"):
+      b = calls[(mode, signature, 32)]()
+      for key in a:
+        np.testing.assert_allclose(a[key], b[key], atol=1e-5)
   for config in configs:
     for _ in range(warmup):
       calls[config]()
@@ -170,6 +202,8 @@ def report(samples, image_size):
     ("maps / predict, gRPC", ("gRPC", "serving_default"), ("gRPC", "predict"), TARGET_MAPS),
     ("gRPC / in-process, maps", ("gRPC", "serving_default"), ("in-process", "serving_default"), TARGET_GRPC),
     ("gRPC / in-process, predict", ("gRPC", "predict"), ("in-process", "predict"), None),
+    ("REST / gRPC, maps", ("REST", "serving_default"), ("gRPC", "serving_default"), None),
+    ("REST / gRPC, predict", ("REST", "predict"), ("gRPC", "predict"), None),
   ]
   met_all = True
   for name, a, b, target in rows:
@@ -187,14 +221,26 @@ def main(argv):
   del argv
   from absl import logging as absl_logging
 
+  from bench import serving_load
+
   absl_logging.set_verbosity(absl_logging.WARNING)
   f = flags.FLAGS
-  samples = run_benchmark(f.iterations, f.rounds, f.warmup, f.image_size, f.server_threads)
-  text, met = report(samples, f.image_size)
-  print(text)
+  path = export(f.image_size)
+  texts, met = [], True
+  if "latency" in f.parts:
+    samples = run_benchmark(path, f.iterations, f.rounds, f.warmup, f.image_size, f.server_threads)
+    text, met = report(samples, f.image_size)
+    texts.append(text)
+    print(text, flush=True)
+  if "batching" in f.parts:
+    texts.append(serving_load.batching_table(path, f.image_size, f.seconds, _start_server, _stop))
+    print(texts[-1], flush=True)
+  if "swap" in f.parts:
+    texts.append(serving_load.swap_table(path, f.image_size, f.swaps, _start_server, _stop))
+    print(texts[-1], flush=True)
   if f.out:
     with open(f.out, "w") as fh:
-      fh.write(text + "\n")
+      fh.write("\n\n".join(texts) + "\n")
   return 0 if met else 1
 
 
