@@ -41,8 +41,10 @@ MODELS = {
 def float64():
   """Models built in float64, so 'equal' means equal up to the order of float operations (~1e-12)."""
   keras.config.set_floatx("float64")
+  keras.mixed_precision.set_global_policy("float64")  # the policy, once read, no longer follows floatx
   yield
   keras.config.set_floatx("float32")
+  keras.mixed_precision.set_global_policy("float32")
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -50,6 +52,7 @@ def float64():
 def test_fused_loss_and_gradients_equal_the_unfused_ones(name, attention, float64):
   build, size, head = MODELS[name]
   model = build()
+  assert model.trainable_variables[0].dtype == "float64"
   tapped = atcon_tf.TappedModel(model)
   assert (tapped.linear_head.name if tapped.linear_head else None) == head
   x = tf.random.stateless_normal([4, size, size, 3], seed=[3, 4], dtype=tf.float64)

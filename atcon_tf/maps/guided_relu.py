@@ -46,7 +46,9 @@ def guided_relu(x, max_value=None, threshold=0.0):
 
   @tf.custom_gradient
   def _guided(inputs):
-    if max_value is None:
+    if threshold == 0 and max_value in (None, 6.0):  # the native kernels (fused by oneDNN / cuDNN)
+      outputs = tf.nn.relu(inputs) if max_value is None else tf.nn.relu6(inputs)
+    elif max_value is None:
       outputs = tf.where(inputs > threshold, inputs, tf.zeros_like(inputs))
     else:
       outputs = tf.where(
