@@ -102,3 +102,9 @@ def test_no_shortcut_for_a_head_that_is_not_gap_dense():
   assert atcon_tf.TappedModel(keras.Model(inputs, hidden)).linear_head is None
   explicit = atcon_tf.TappedModel(keras.Model(inputs, keras.layers.Dense(3, name="z")(gap)), logits_layer="z")
   assert explicit.linear_head is None  # the user named the logits: no structural guess
+
+
+if __name__ == "__main__":
+  import sys
+
+  sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", __file__]))

@@ -145,3 +145,9 @@ def test_what_cannot_be_guided_is_reported(caplog):
   assert "Lambda" in reasons["gelu_lambda"]
   assert any("Sigmoid" in why for why in reasons.values())
   assert "2 left plain" in caplog.text and "gelu_lambda" in caplog.text
+
+
+if __name__ == "__main__":
+  import sys
+
+  sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", __file__]))

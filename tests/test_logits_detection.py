@@ -111,3 +111,9 @@ def test_logit_models_are_left_alone():
   assert tapped.output_activation is None and tapped.logit_patches == []
   x = tf.random.uniform([2, 16, 16, 3])
   np.testing.assert_array_equal(tapped.logits(x).numpy(), model(x).numpy())
+
+
+if __name__ == "__main__":
+  import sys
+
+  sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", __file__]))
