@@ -21,6 +21,7 @@ _EXPORTS = {
   "TargetLayerError": "atcon_tf.model_import",
   "find_target_layer": "atcon_tf.model_import",
   "load_classifier": "atcon_tf.model_import",
+  "LogitsError": "atcon_tf.output_activation",
   "load_model": "atcon_tf.loading",
   "ServingContract": "atcon_tf.contract",
 }

@@ -7,7 +7,6 @@ import tensorflow as tf
 
 import atcon_tf
 from atcon_tf import heads
-from atcon_tf import output_activation
 from atcon_tf import testing
 
 CLASSES = 4
@@ -97,7 +96,7 @@ def test_unresolvable_probabilities_ask_for_logits_layer():
   # Label smoothing written into the model: rows sum to 1, but no single bypass recovers logits.
   smoothed = keras.layers.Lambda(lambda z: 0.9 * tf.nn.softmax(z) + 0.1 / CLASSES)(logits)
   model = keras.Model(inputs, smoothed)
-  with pytest.raises(output_activation.LogitsError, match="logits_layer="):
+  with pytest.raises(atcon_tf.LogitsError, match="logits_layer="):
     atcon_tf.TappedModel(model)
   tapped = atcon_tf.TappedModel(model, logits_layer="dense")
   x = tf.random.uniform([2, 16, 16, 3])
