@@ -101,7 +101,7 @@ def sweep(scfg, trainer, arrays, out):
   trainer.classifier.set_weights(base)
   base_val = trainer.validate()
   grid, chosen = [], {}
-  for arm in scfg.names("arms"):
+  for arm in [a for a in scfg.names("arms") if a != "more_supervised"]:
     for factor in scfg.floats("sweep_lr_factors"):
       for w in scfg.floats("sweep_w"):
         trainer.classifier.set_weights(base)
@@ -167,10 +167,14 @@ def run_grid_point(scfg, trainer, arrays, out, n, seed, chosen, progress, eval_w
       np.savez(_mkdir(weights_path), *base)
       hyper = dict(lr=trainer.lr, steps=scfg.steps, selected_by="validation loss")
     else:
+      if base is None and not os.path.isfile(weights_path):
+        print(f"{name}: skipped, its baseline's weights are gone (delete the baseline cell to redo it)")
+        progress.line(name, 0, True)
+        continue
       if base is None:
         with np.load(weights_path) as z:
           base = [z[f"arr_{i}"] for i in range(len(z.files))]
-      c = chosen[arm]
+      c = chosen["combining_pool" if arm == "more_supervised" else arm]
       trainer.classifier.set_weights(base)
       every = min(scfg.atcon_eval_every, c["step"])
       hist, final = trainer.run(arm, labeled, pool, seed, c["lr"], c["w"], c["step"], every)

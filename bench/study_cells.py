@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-SCHEDULES = {"baseline": "supervised", "atcon_labeled": "atcon", "combining_pool": "combining"}
+SCHEDULES = {
+  "baseline": "supervised",
+  "atcon_labeled": "atcon",
+  "combining_pool": "combining",
+  "more_supervised": "supervised",  # control of combining_pool: its lr and steps without the ATCON term
+}
 KINDS = {"hed": "vgg16", "simclr": "small_resnet", "scratch": "small_resnet"}
 
 
@@ -46,6 +51,9 @@ class Trainer:
     self.target_layer = choices.BACKBONE_TARGET_LAYER.get(self.kind)
     self.lr = scfg.lr_vgg if self.kind == "vgg16" else scfg.lr_resnet
     self.classifier = self._build(0)
+    for layer in self.classifier.layers:  # before any trace: read when the graphs are built
+      if layer.__class__.__name__ == "BatchNormalization":
+        layer.momentum = scfg.bn_momentum
     self.models = {}
     self.x_train = self.pre(arrays.train_x)
     self.x_val, self.y_val = self.x_train[arrays.val_idx], arrays.train_y[arrays.val_idx]

@@ -30,10 +30,11 @@ class StudyConfig:
     "scratch = the same small_resnet at random init (the control).",
   )
   arms: str = F(
-    "atcon_labeled,combining_pool",
-    "ATCON arms, each fine-tuned from the baseline's best checkpoint and compared with it: atcon_labeled = "
+    "atcon_labeled,combining_pool,more_supervised",
+    "Arms, each fine-tuned from the baseline's best checkpoint and compared with it: atcon_labeled = "
     "the ATCON loss on the labeled images only (two_stage's second stage, the authors' scripts); "
-    "combining_pool = L_sup on the labeled images + alpha * L_ATCON on the unlabeled pool.",
+    "combining_pool = L_sup on the labeled images + alpha * L_ATCON on the unlabeled pool; "
+    "more_supervised = the control of combining_pool (its chosen lr and steps, L_sup only).",
   )
   seeds: tuple = F((0, 1, 2, 3, 4), "Seeds: each draws its labeled set, pool, head init and batch order.")
   image_size: int = F(48, "Input size (48 px: vgg16's block5_conv3 is 3x3, small_resnet's map 12x12).")
@@ -56,7 +57,10 @@ class StudyConfig:
   sweep_lr_factors: str = F(
     "0.1,0.01", "ATCON learning rates tried on validation, as factors of the backbone's baseline lr."
   )
-  sweep_w: str = F("8,100", "Mask intensities w tried on validation.")
+  sweep_w: str = F(
+    "8,100,1000",
+    "Mask intensities w tried on validation (VGG16 on caffe inputs needs w ~ 1000 for a mask that varies).",
+  )
   sweep_labels: int = F(16, "N of the sweep's labeled set (seed --sweep_seed, not a study seed).")
   sweep_seed: int = F(1000, "Seed of the sweep's labeled set and baseline.")
   alpha: float = F(1.0, "combining_pool: weight of the ATCON loss.")
@@ -67,6 +71,11 @@ class StudyConfig:
   pretrain_images: int = F(10000, "SimCLR: at most this many training images (their labels unused).")
   resnet_width: int = F(16, "small_resnet: filters of the first stage.")
   resnet_blocks: tuple = F((1, 1, 1), "small_resnet: blocks per stage.")
+  bn_momentum: float = F(
+    0.9,
+    "BatchNorm moving-average momentum of small_resnet here (Keras' 0.99 leaves the inference statistics "
+    "near their initial values after the few hundred steps of a cell, so validation sees a broken model).",
+  )
   resamples: int = F(1000, "Resamples of the per-image permutation tests.")
   grid_images: int = F(6, "Test images in each before/after map grid (seed = the first seed).")
 

@@ -30,18 +30,26 @@ def _run(out, data_dir):
 def test_smoke_study_outputs_and_resume(tmp_path):
   out, data_dir = tmp_path / "study", tmp_path / "tfds"
   first = _run(out, data_dir)
-  assert "[3/3]" in first and first.count("done in") == 3, first
+  assert "[4/4]" in first and first.count("done in") == 4, first
   cells = sorted((out / "cells").rglob("*.json"))
-  assert len(cells) == 3  # house_numbers x N=2 x simclr x seed 0 x {baseline, 2 arms}
+  assert len(cells) == 4  # house_numbers x N=2 x simclr x seed 0 x {baseline, 3 arms}
   baseline = json.loads((out / "cells/house_numbers/simclr/N2/seed0/baseline.json").read_text())
   assert len(baseline["pred"]) == 40 and len(baseline["deletion"]) == 8 and 0 <= baseline["accuracy"] <= 1
   arm = json.loads((out / "cells/house_numbers/simclr/N2/seed0/atcon_labeled.json").read_text())
   assert arm["hyper"]["w"] == 8.0 and arm["hyper"]["steps"] in (1, 2)
+  control = json.loads((out / "cells/house_numbers/simclr/N2/seed0/more_supervised.json").read_text())
+  combining = json.loads((out / "cells/house_numbers/simclr/N2/seed0/combining_pool.json").read_text())
+  assert control["hyper"]["w"] is None and control["hyper"]["lr"] == combining["hyper"]["lr"]
   summary = json.loads((out / "study.json").read_text())
   arms = {(r["backbone"], r["arm"]) for r in summary["rows"]}
-  assert arms == {
-    (b, a) for b in ("simclr", "scratch") for a in ("baseline", "atcon_labeled", "combining_pool")
-  }
+  names = (
+    "baseline",
+    "atcon_labeled",
+    "combining_pool",
+    "more_supervised",
+    "combining_pool vs more_supervised",
+  )
+  assert arms == {("simclr", a) for a in names}
   assert set(summary["sweeps"]) == {"house_numbers/simclr"} and "house_numbers" in summary["probes"]
   md = (out / "study.md").read_text()
   assert "ΔF1 [90% CI]" in md and "| 2 | simclr | combining_pool | 1 |" in md and "sweep" in md
@@ -51,7 +59,7 @@ def test_smoke_study_outputs_and_resume(tmp_path):
 
   mtimes = {p: p.stat().st_mtime_ns for p in cells}
   second = _run(out, data_dir)
-  assert "done in" not in second and second.count("reused") == 3, second
+  assert "done in" not in second and second.count("reused") == 4, second
   assert {p: p.stat().st_mtime_ns for p in cells} == mtimes
 
 
