@@ -112,6 +112,22 @@ def test_logit_models_are_left_alone():
   np.testing.assert_array_equal(tapped.logits(x).numpy(), model(x).numpy())
 
 
+@pytest.mark.slow
+def test_export_serves_the_probabilities_once(tmp_path):
+  """A model ending in Dense(activation=tf.nn.softmax): the SavedModel returns the model's own softmax,
+  not softmax(softmax)."""
+  from serving.export import export_model
+
+  model, _ = _head("tf.nn.softmax")
+  path = export_model(model, tmp_path, "m", preprocessing="scale_0_1", warmup=False)
+  loaded = tf.saved_model.load(path)
+  pixels = np.random.default_rng(3).uniform(0, 255, (3, 16, 16, 3)).astype(np.float32)
+  served = loaded.signatures["predict"](images=tf.constant(pixels))["probabilities"].numpy()
+  np.testing.assert_allclose(served, model(pixels / 255.0).numpy(), rtol=1e-5, atol=1e-6)
+  twice = tf.nn.softmax(model(pixels / 255.0)).numpy()
+  assert np.abs(served - twice).max() > 1e-3  # what serving softmax again would have returned
+
+
 if __name__ == "__main__":
   import sys
 
