@@ -181,6 +181,8 @@ def run_grid_point(scfg, trainer, arrays, out, n, seed, chosen, progress, eval_w
       hyper = dict(
         lr=c["lr"], w=c["w"], steps=c["step"], alpha=scfg.alpha if arm == "combining_pool" else None
       )
+      if arm == "more_supervised":  # combining_pool's lr and steps; no ATCON term, so no w
+        hyper["w"] = None
     result, panels = evaluate(base if arm == "baseline" else final)
     if grid_n:
       np.savez(_mkdir(os.path.join(maps_dir, f"{ds}_{bb}_N{n}_{arm}.npz")), **panels)
