@@ -288,6 +288,9 @@ def plot(rows, path: str):
           label=f"{backbone} {arm}",
         )
     ax.set_xscale("log", base=2)
+    ns = sorted({r["n"] for r in rows if r["dataset"] == dataset})
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.set_xlim(ns[0] / 1.5, ns[-1] * 1.5)
     ax.set_xlabel("labeled images per class (N)")
     ax.set_ylabel("test macro-F1 (mean over seeds, 90% t-interval)")
     ax.set_title(dataset + (" (synthetic)" if dataset == "house_numbers" else ""))
