@@ -193,7 +193,10 @@ class RestClient:
         values = _cast_pixels(values, spec["dtype"])
         if spec["shape"] is not None:
           _check_shape(values.shape, spec["shape"], signature)
-      inputs = {IMAGES_KEY: values.tolist()}
+      whole = values.dtype.kind == "f" and bool(np.all(np.mod(values, 1) == 0))
+      inputs = {
+        IMAGES_KEY: (values.astype(np.int64) if whole else values).tolist()
+      }  # "12" encodes faster than "12.0"
       batch = values.shape[0] if values.ndim else 0
     if class_ids is not None:
       ids = np.asarray(class_ids, np.int32).reshape(-1)

@@ -28,9 +28,8 @@ def _serve(conn, path):  # pragma: no cover - runs in the child process
   import os
   import signal
 
-  # Ctrl-C or a SIGTERM to the process group is the server's to handle: it drains, then ends its workers.
+  # Ctrl-C reaches the whole process group: the server handles it (drains, then ends its workers).
   signal.signal(signal.SIGINT, signal.SIG_IGN)
-  signal.signal(signal.SIGTERM, signal.SIG_IGN)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   from atcon_tf import quiet
 
@@ -159,6 +158,6 @@ class WorkerProcess:
       pass
     self.process.join(timeout)
     if self.process.is_alive():
-      self.process.kill()  # it ignores SIGTERM (see _serve)
+      self.process.terminate()
       self.process.join(timeout)
     self._conn.close()
