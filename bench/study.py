@@ -232,6 +232,8 @@ def report(scfg, out, start):
 
   cells, ys, ncls = {}, {}, {}
   for dataset in scfg.names("datasets"):
+    if not os.path.isdir(os.path.join(out, "cells", dataset)):
+      continue  # nothing finished: no need to read (or generate) its images
     arrays = study_data.load(scfg, dataset, out)
     ys[dataset], ncls[dataset] = arrays.test_y, arrays.num_classes
     for bb in scfg.names("backbones"):
@@ -328,6 +330,9 @@ def main(argv):
   scfg = config_lib.config_from_flags(config_class=study_config.StudyConfig, presets=study_config.PRESETS)
   if not scfg.out:
     raise app.UsageError("--out is required.")
+  if scfg.report_only:
+    print(report(scfg, scfg.out, time.time()))
+    return
   run(scfg)
 
 

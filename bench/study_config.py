@@ -77,6 +77,7 @@ class StudyConfig:
     "near their initial values after the few hundred steps of a cell, so validation sees a broken model).",
   )
   resamples: int = F(1000, "Resamples of the per-image permutation tests.")
+  report_only: bool = F(False, "Only write study.md / .json / .png from the finished cells (no training).")
   grid_images: int = F(6, "Test images in each before/after map grid (seed = the first seed).")
 
   def replace(self, **changes) -> "StudyConfig":

@@ -169,6 +169,9 @@ def _versus(cells, key, arm, control, arrays_y, num_classes, scfg):
   )
 
 
+_ORDER = {"baseline": 0, "atcon_labeled": 1, "combining_pool": 2, "more_supervised": 3}
+
+
 def _f(v, signed=False, digits=3):
   if v is None:
     return "-"
@@ -195,7 +198,7 @@ def markdown(rows, sweeps: dict, scfg) -> str:
     ]
     for r in sorted(
       (r for r in rows if r["dataset"] == dataset),
-      key=lambda r: (r["n"], r["backbone"], r["arm"] != "baseline", r["arm"]),
+      key=lambda r: (r["n"], r["backbone"], _ORDER.get(r["arm"], 9), r["arm"]),
     ):
       if r["arm"] == "baseline":
         lines.append(
