@@ -257,7 +257,10 @@ def free_port():
 @pytest.fixture(scope="session")
 def serving_rest(serving_setup):
   """A second server over the same "tiny" export (and "swap_rest", a copy) with gRPC and REST, dynamic
-  batching from a batching_parameters.txt, and Prometheus metrics: {"grpc", "rest" (base URL), "server"}."""
+  batching from a batching_parameters.txt, and Prometheus metrics: {"grpc", "rest" (base URL), "server"}.
+
+  It loads versions in its own process (--noworker_processes), so both loading modes run end to end
+  (`serving_setup` uses the default worker processes), and its hot swap takes half the time."""
   from serving import config as config_lib
   from serving.client import ServingClient
 
@@ -284,6 +287,7 @@ def serving_rest(serving_setup):
       f"--rest_api_port={port}",
       "--enable_batching",
       f"--batching_parameters_file={batching}",
+      "--noworker_processes",
       "--file_system_poll_wait_seconds=0.2",
       f"--max_message_mb={MAX_MESSAGE_MB}",
     ],
