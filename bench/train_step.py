@@ -1,8 +1,9 @@
 """Training-step time: supervised vs the ATCON step (fused and pass by pass), float32 / mixed precision / XLA.
 
-Every row runs in its own process, so its peak memory is its own (host RSS on CPU, TensorFlow's peak
-allocation on a GPU). Ratios are against the supervised step of the same model, precision and compiler,
-measured in the same run.
+The steps of one model, precision and compiler are timed in one process in interleaved rounds (the median
+round counts), so load from other processes spreads over all of them and their ratios stay comparable;
+ratios are against that group's supervised step. Peak memory comes from a separate process per row that
+runs only that step (host RSS on CPU, TensorFlow's peak allocation on a GPU).
 
   python bench/train_step.py                    # CPU suite: small_resnet 32 px b32, ResNet-50 96 px b8
   python bench/train_step.py --suite=gpu        # ResNet-50 224 px b32 on an accelerator (float32, fp16, XLA)
@@ -29,11 +30,8 @@ SUITES = {
 STEPS = ("supervised", "atcon_fused", "atcon_unfused")
 
 
-def _row(spec):
-  """Runs one row in this process: {'ms': ..., 'peak_mb': ...}."""
-  from atcon_tf import quiet
-
-  quiet.tensorflow_logs()
+def _runner(spec, step):
+  """A no-argument callable that runs one training step of `step` for the model in `spec`."""
   import keras
   import numpy as np
   import tensorflow as tf
@@ -47,14 +45,13 @@ def _row(spec):
     classifier = backbones.small_resnet(image_size=size, classes=10, seed=0)
   else:
     classifier = backbones.application(spec["model"], size, 10, weights=None)
-  step = spec["step"]
   schedule = "supervised" if step == "supervised" else "atcon"
   model = atcon_tf.ATCONModel(classifier, schedule=schedule, fused=step != "atcon_unfused")
   model.compile(optimizer=keras.optimizers.Adam(1e-5), jit_compile=spec["xla"])
   rng = np.random.default_rng(0)
   x = tf.constant(rng.normal(size=(batch, size, size, 3)).astype(np.float32))
   y = tf.constant(rng.integers(0, 10, size=batch).astype(np.int32))
-  if step == "per_image_eager":
+  if step == "per_image_eager":  # the authors' CAMLoss: each image alone, eagerly, one optimizer step
     from atcon_tf import losses
 
     def run():
@@ -65,51 +62,65 @@ def _row(spec):
         g = tape.gradient(loss, model.trainable_variables)
         grads = g if grads is None else [a if b is None else a + b for a, b in zip(grads, g)]
       model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
-  else:
-    data = (x, y) if step == "supervised" else x
-    train = tf.function(model.train_step, jit_compile=spec["xla"])
-    run = lambda: train(data)  # noqa: E731
-  run()
-  run()
-  repeats = spec["repeats"]
-  start = time.perf_counter()
-  for _ in range(repeats):
-    out = run()
-  if out is not None:
-    [v.numpy() for v in tf.nest.flatten(out)]
-  seconds = (time.perf_counter() - start) / repeats
+
+    return run
+  data = (x, y) if step == "supervised" else x
+  train = tf.function(model.train_step, jit_compile=spec["xla"])
+
+  def run():
+    [v.numpy() for v in tf.nest.flatten(train(data))]  # wait for the step to finish
+
+  return run
+
+
+def _times(spec):
+  """Milliseconds per step of each of `spec['steps']`, measured in interleaved rounds (median), so load
+  from other processes spreads over every step of the group."""
+  runners = {step: _runner(spec, step) for step in spec["steps"]}
+  for run in runners.values():
+    run()
+    run()
+  samples = {step: [] for step in runners}
+  for _ in range(spec["rounds"]):
+    for step, run in runners.items():
+      start = time.perf_counter()
+      for _ in range(spec["repeats"]):
+        run()
+      samples[step].append((time.perf_counter() - start) / spec["repeats"] * 1e3)
+  return {step: sorted(ms)[len(ms) // 2] for step, ms in samples.items()}
+
+
+def _peak_memory(spec):
+  """Peak memory (MiB) of a process that runs only `spec['step']`: host RSS, or the GPU allocator's peak."""
+  import tensorflow as tf
+
+  run = _runner(spec, spec["step"])
+  for _ in range(3):
+    run()
   if tf.config.list_physical_devices("GPU"):
-    peak = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
-  else:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  return {"ms": seconds * 1e3, "peak_mb": peak}
+    return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _rows(suite, repeats):
+def _groups(suite, repeats, rounds):
+  """Groups of rows timed together: the same model, precision and compiler."""
   spec = SUITES[suite]
   for model, size, batch in spec["models"]:
+    common = dict(model=model, size=size, batch=batch, repeats=repeats, rounds=rounds)
     for precision in spec["precisions"]:
-      for step in STEPS:
-        yield dict(
-          model=model, size=size, batch=batch, precision=precision, xla=False, step=step, repeats=repeats
-        )
+      yield dict(common, precision=precision, xla=False, steps=list(STEPS))
     if spec["xla"]:
-      for step in ("supervised", "atcon_fused"):
-        yield dict(
-          model=model, size=size, batch=batch, precision="float32", xla=True, step=step, repeats=repeats
-        )
+      yield dict(common, precision="float32", xla=True, steps=["supervised", "atcon_fused"])
     if spec["per_image"] and model == "small_resnet":
-      yield dict(
-        model=model, size=size, batch=batch, precision="float32", xla=False, step="per_image_eager", repeats=1
-      )
+      yield dict(common, precision="float32", xla=False, steps=["per_image_eager"], repeats=1, rounds=1)
 
 
-def _in_subprocess(spec):
+def _in_subprocess(mode, spec):
   out = subprocess.run(
-    [sys.executable, __file__, "--row", json.dumps(spec)], capture_output=True, text=True, check=False
+    [sys.executable, __file__, f"--{mode}", json.dumps(spec)], capture_output=True, text=True, check=False
   )
-  lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-  if out.returncode or not lines:
+  lines = [line for line in out.stdout.splitlines() if line.startswith(("{", "["))] or [""]
+  if out.returncode or not lines[-1]:
     return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1][:120]}
   return json.loads(lines[-1])
 
@@ -118,11 +129,22 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--suite", choices=sorted(SUITES), default="cpu")
   parser.add_argument("--repeats", type=int, default=10)
-  parser.add_argument("--row", help=argparse.SUPPRESS)
+  parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--times", help=argparse.SUPPRESS)
+  parser.add_argument("--memory", help=argparse.SUPPRESS)
   args = parser.parse_args()
-  if args.row:
-    print(json.dumps(_row(json.loads(args.row))), flush=True)
+  if args.times or args.memory:
+    from atcon_tf import quiet
+
+    quiet.tensorflow_logs()
+    result = (
+      _times(json.loads(args.times)) if args.times else {"peak_mb": _peak_memory(json.loads(args.memory))}
+    )
+    print(json.dumps(result), flush=True)
     return
+  from atcon_tf import quiet
+
+  quiet.tensorflow_logs()  # before TensorFlow is imported: no CUDA / oneDNN start-up noise
   import tensorflow as tf
 
   device = "GPU: " + ", ".join(d.name for d in tf.config.list_physical_devices("GPU"))
@@ -134,20 +156,21 @@ def main():
   print("| model | input, batch | precision | XLA | step | ms/step | images/s | vs supervised | peak MiB |")
   print("|---|---|---|---|---|---:|---:|---:|---:|")
   base = {}
-  for spec in _rows(args.suite, args.repeats):
-    result = _in_subprocess(spec)
-    key = (spec["model"], spec["precision"], spec["xla"])
-    head = f"| {spec['model']} | {spec['size']} px, b{spec['batch']} | {spec['precision']} | {spec['xla']} | {spec['step']}"
-    if "error" in result:
-      print(f"{head} | failed: {result['error']} | | | |", flush=True)
-      continue
-    if spec["step"] == "supervised":
-      base[key] = result["ms"]
-    ratio = result["ms"] / base[key] if key in base else float("nan")
-    images = spec["batch"] / result["ms"] * 1e3
-    print(
-      f"{head} | {result['ms']:.1f} | {images:.0f} | {ratio:.2f}x | {result['peak_mb']:.0f} |", flush=True
-    )
+  for group in _groups(args.suite, args.repeats, args.rounds):
+    times = _in_subprocess("times", group)
+    key = (group["model"], group["precision"], group["xla"])
+    for step in group["steps"]:
+      head = f"| {group['model']} | {group['size']} px, b{group['batch']} | {group['precision']} | {group['xla']} | {step}"
+      if "error" in times:
+        print(f"{head} | failed: {times['error']} | | | |", flush=True)
+        continue
+      memory = _in_subprocess("memory", dict(group, step=step)).get("peak_mb", float("nan"))
+      ms = times[step]
+      if step == "supervised":
+        base[key] = ms
+      ratio = ms / base.get(key, float("nan"))
+      images = group["batch"] / ms * 1e3
+      print(f"{head} | {ms:.1f} | {images:.0f} | {ratio:.2f}x | {memory:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
