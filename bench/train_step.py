@@ -1,7 +1,8 @@
 """Training-step time: supervised vs the ATCON step (fused and pass by pass), float32 / mixed precision / XLA.
 
 The steps of one model, precision and compiler are timed in one process in interleaved rounds (the median
-round counts), so load from other processes spreads over all of them and their ratios stay comparable;
+round counts), so load from other processes spreads over all of them and their ratios stay comparable; the
+process CPU time per step (all threads) is printed too: the work done, little changed by other load;
 ratios are against that group's supervised step. Peak memory comes from a separate process per row that
 runs only that step (host RSS on CPU, TensorFlow's peak allocation on a GPU).
 
@@ -80,14 +81,17 @@ def _times(spec):
   for run in runners.values():
     run()
     run()
-  samples = {step: [] for step in runners}
+  wall = {step: [] for step in runners}
+  cpu = {step: [] for step in runners}
   for _ in range(spec["rounds"]):
     for step, run in runners.items():
-      start = time.perf_counter()
+      start, start_cpu = time.perf_counter(), time.process_time()
       for _ in range(spec["repeats"]):
         run()
-      samples[step].append((time.perf_counter() - start) / spec["repeats"] * 1e3)
-  return {step: sorted(ms)[len(ms) // 2] for step, ms in samples.items()}
+      wall[step].append((time.perf_counter() - start) / spec["repeats"] * 1e3)
+      cpu[step].append((time.process_time() - start_cpu) / spec["repeats"] * 1e3)
+  median = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
+  return {step: {"wall": median(wall[step]), "cpu": median(cpu[step])} for step in runners}
 
 
 def _peak_memory(spec):
@@ -153,8 +157,11 @@ def main():
     if args.suite == "gpu":
       sys.exit("--suite=gpu: TensorFlow sees no GPU (on Linux: pip install 'tensorflow[and-cuda]==2.21.0').")
   print(f"suite {args.suite}: {os.cpu_count()} CPU cores, {device}, TF {tf.__version__}\n", flush=True)
-  print("| model | input, batch | precision | XLA | step | ms/step | images/s | vs supervised | peak MiB |")
-  print("|---|---|---|---|---|---:|---:|---:|---:|")
+  print(
+    "| model | input, batch | precision | XLA | step | ms/step | images/s | vs supervised | CPU ms/step "
+    "| CPU vs supervised | peak MiB |"
+  )
+  print("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|")
   base = {}
   for group in _groups(args.suite, args.repeats, args.rounds):
     times = _in_subprocess("times", group)
@@ -162,15 +169,18 @@ def main():
     for step in group["steps"]:
       head = f"| {group['model']} | {group['size']} px, b{group['batch']} | {group['precision']} | {group['xla']} | {step}"
       if "error" in times:
-        print(f"{head} | failed: {times['error']} | | | |", flush=True)
+        print(f"{head} | failed: {times['error']} | | | | | |", flush=True)
         continue
       memory = _in_subprocess("memory", dict(group, step=step)).get("peak_mb", float("nan"))
-      ms = times[step]
+      ms, cpu_ms = times[step]["wall"], times[step]["cpu"]
       if step == "supervised":
-        base[key] = ms
-      ratio = ms / base.get(key, float("nan"))
+        base[key] = ms, cpu_ms
+      ratio, cpu_ratio = (ms / base[key][0], cpu_ms / base[key][1]) if key in base else (float("nan"),) * 2
       images = group["batch"] / ms * 1e3
-      print(f"{head} | {ms:.1f} | {images:.0f} | {ratio:.2f}x | {memory:.0f} |", flush=True)
+      print(
+        f"{head} | {ms:.1f} | {images:.0f} | {ratio:.2f}x | {cpu_ms:.1f} | {cpu_ratio:.2f}x | {memory:.0f} |",
+        flush=True,
+      )
 
 
 if __name__ == "__main__":
