@@ -67,7 +67,10 @@ def _probe(model):
   if shape is None:
     return None
   shape = [_PROBE_BATCH] + [_PROBE_SIZE if d is None else d for d in shape[1:]]
-  return tf.random.stateless_normal(shape, seed=[17, 4], stddev=1.0)
+  dtype = tf.as_dtype(model.inputs[0].dtype)
+  if dtype.is_integer:  # raw pixels (a model that preprocesses inside)
+    return tf.cast(tf.random.stateless_uniform(shape, seed=[17, 4], maxval=256, dtype=tf.int32), dtype)
+  return tf.cast(tf.random.stateless_normal(shape, seed=[17, 4], stddev=1.0), dtype)
 
 
 def _run(model, x):

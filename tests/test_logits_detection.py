@@ -128,6 +128,17 @@ def test_export_serves_the_probabilities_once(tmp_path):
   assert np.abs(served - twice).max() > 1e-3  # what serving softmax again would have returned
 
 
+def test_a_model_taking_uint8_pixels_is_probed_with_pixels():
+  inputs = keras.Input((16, 16, 3), dtype="uint8")
+  x = keras.layers.Rescaling(1 / 255.0)(inputs)
+  x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu", name="conv")(x))
+  model = keras.Model(inputs, keras.layers.Dense(CLASSES, activation="softmax", name="dense")(x))
+  tapped = atcon_tf.TappedModel(model)
+  assert tapped.output_activation == "softmax"
+  pixels = tf.constant(np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3)), tf.uint8)
+  np.testing.assert_allclose(tf.nn.softmax(tapped.logits(pixels)).numpy(), model(pixels).numpy(), rtol=1e-5)
+
+
 if __name__ == "__main__":
   import sys
 
