@@ -23,6 +23,7 @@ import contextlib
 import glob
 import importlib.abc
 import importlib.util
+import logging
 import os
 import re
 import sys
@@ -57,10 +58,29 @@ def tensorflow_logs():
   only the environment defaults are set, and they no longer matter).
   """
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", DEFAULT_LOG_LEVEL)
+  quiet_tfds_logs()
   if not has_accelerator():
     os.environ.setdefault("TF_ENABLED_DEVICE_TYPES", "CPU")
   if "tensorflow" not in sys.modules and not any(isinstance(f, _FilteredImport) for f in sys.meta_path):
     sys.meta_path.insert(0, _FilteredImport())
+
+
+class _TfdsBelowError(logging.Filter):
+  """Drops tensorflow_datasets' own INFO / WARNING records (which files it reads, "Using custom data
+  configuration ..."): nine lines per run that say nothing to a user. Errors pass."""
+
+  def filter(self, record):
+    return record.levelno >= logging.ERROR or f"{os.sep}tensorflow_datasets{os.sep}" not in record.pathname
+
+
+def quiet_tfds_logs():
+  """Installs `_TfdsBelowError` on absl's Python logger (tfds logs through it), unless every line was asked
+  for (`TF_CPP_MIN_LOG_LEVEL=0`)."""
+  from absl import logging as absl_logging  # first: it makes the "absl" logger an ABSLLogger
+
+  logger = absl_logging.get_absl_logger()
+  if min_log_level() > 0 and not any(isinstance(f, _TfdsBelowError) for f in logger.filters):
+    logger.addFilter(_TfdsBelowError())
 
 
 def min_log_level() -> int:

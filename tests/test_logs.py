@@ -34,6 +34,28 @@ def test_filter_drops_the_lines_below_the_level_and_keeps_the_rest():
   assert quiet.filter_startup_lines(text, 0) == text  # TF_CPP_MIN_LOG_LEVEL=0: everything
 
 
+def test_tfds_info_and_warnings_are_dropped_and_its_errors_kept(monkeypatch):
+  import logging
+
+  monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+  from absl import logging as absl_logging
+
+  absl_logger = absl_logging.get_absl_logger()
+  monkeypatch.setattr(absl_logger, "filters", list(absl_logger.filters))  # restored after the test
+  quiet.quiet_tfds_logs()
+  quiet.quiet_tfds_logs()  # once only
+  assert sum(isinstance(f, quiet._TfdsBelowError) for f in absl_logger.filters) == 1
+
+  def record(level, path):
+    return logging.LogRecord("absl", level, path, 1, "message", None, None)
+
+  tfds_file = os.path.join("site-packages", "tensorflow_datasets", "core", "reader.py")
+  assert not absl_logger.filter(record(logging.INFO, tfds_file))
+  assert not absl_logger.filter(record(logging.WARNING, tfds_file))
+  assert absl_logger.filter(record(logging.ERROR, tfds_file))
+  assert absl_logger.filter(record(logging.INFO, os.path.join("trainers", "finetune.py")))
+
+
 def test_defaults_never_override_the_users_variables(monkeypatch):
   monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
   monkeypatch.setenv("TF_ENABLED_DEVICE_TYPES", "CPU,GPU")
