@@ -355,6 +355,24 @@ def config_from_flags(flag_values=None, preset_name=None, config_class=None, pre
   return config_class(**dict(presets[name], config=name)).replace(**dict(values, **overrides))
 
 
+# The Config fields every command that reads a dataset and builds a backbone shares (pretrain, probe).
+DATA_AND_MODEL_FIELDS = (
+  "dataset",
+  "house_numbers_config",
+  "house_numbers_sizes",
+  "data_dir",
+  "download",
+  "image_size",
+  "skip_bad_images",
+  "seed",
+  "backbone",
+  "weights",
+  "resnet_width",
+  "resnet_blocks",
+  "preprocessing",
+)
+
+
 def command_config(
   class_name: str, shared: tuple, own: list, doc: str, helps: dict | None = None, defaults: dict | None = None
 ):

@@ -40,20 +40,8 @@ from trainers import config as config_lib  # noqa: E402
 F = config_lib.field
 PretrainConfig = config_lib.command_config(
   "PretrainConfig",
-  (
-    "dataset",
-    "house_numbers_config",
-    "house_numbers_sizes",
-    "data_dir",
-    "download",
-    "image_size",
-    "skip_bad_images",
-    "seed",
-    "backbone",
-    "weights",
-    "resnet_width",
-    "resnet_blocks",
-    "preprocessing",
+  config_lib.DATA_AND_MODEL_FIELDS
+  + (
     "epochs",
     "steps_per_epoch",
     "batch_size",

@@ -26,21 +26,7 @@ from trainers import config as config_lib  # noqa: E402
 
 ProbeConfig = config_lib.command_config(
   "ProbeConfig",
-  (
-    "dataset",
-    "house_numbers_config",
-    "house_numbers_sizes",
-    "data_dir",
-    "download",
-    "image_size",
-    "skip_bad_images",
-    "seed",
-    "backbone",
-    "weights",
-    "resnet_width",
-    "resnet_blocks",
-    "preprocessing",
-  ),
+  config_lib.DATA_AND_MODEL_FIELDS,
   [
     (
       "probe_layers",
