@@ -123,6 +123,10 @@ def test_parity_with_in_memory_model(exported, loaded):
   x = _pixels(4, seed=1)
   want = reference_outputs(tapped, x, "scale_0_1")
   assert_outputs_close(loaded.signatures["serving_default"](images=tf.constant(x)), want)
+  # `maps`: the same maps without the consistency (no forward of the masked image).
+  maps_only = loaded.signatures["maps"](images=tf.constant(x))
+  assert set(maps_only) == set(graphs.MAPS_OUTPUTS) and "consistency" not in maps_only
+  assert_outputs_close(maps_only, want, keys=graphs.MAPS_OUTPUTS)
   want_predict = reference_predict(tapped, x, "scale_0_1")
   assert_outputs_close(
     loaded.signatures["predict"](images=tf.constant(x)), want_predict, keys=("probabilities", "class_ids")
@@ -409,6 +413,7 @@ def test_info_json_is_valid(exported):
     "serving_default",
     "explain_class",
     "predict",
+    "maps",
     "predict_bytes",
     "explain_class_bytes",
     "predict_only_bytes",

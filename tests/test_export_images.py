@@ -113,7 +113,7 @@ def test_every_map_output_declares_its_full_shape(limited):
         dims = [d.size for d in signature_defs[name].outputs[key].tensor_shape.dim]
         assert dims == [-1, SIZE, SIZE], (name, key, dims)
         checked += 1
-  assert checked == 8  # four explaining signatures x two maps
+  assert checked == 10  # five explaining signatures (maps included) x two maps
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ backprop| at the input's); display scaling is `displayed`.
 
 Passes: one forward of x gives the logits, the class, guided backprop and Grad-CAM (`guided_pass`). Then the
 consistency: for the authors' `gb_mask` variant, Grad-CAM of the GB-masked x and the similarity of the two
-CAMs (the same math as `losses.consistency_per_image`); other variants call the loss itself.
+CAMs (the same math as `losses.consistency_per_image`); other variants call the loss itself. The consistency
+costs one more forward; `with_consistency=False` skips it (the maps alone: a forward and an input gradient).
 """
 
 import collections
@@ -35,25 +36,28 @@ Explanation = collections.namedtuple(
 )
 
 
-def explain(tapped, x, class_ids=None, config=None, target=None) -> Explanation:
+def explain(tapped, x, class_ids=None, config=None, target=None, with_consistency=True) -> Explanation:
   """All maps of a preprocessed batch `x` (B, H, W, C) for the top-1 class, given classes, or a target.
 
   `config`: a `losses.ConsistencyConfig` (default: the authors' settings) for the mask and consistency.
   For variants other than gb_mask (and for a non-class `target`) the consistency is that of the loss for
-  the explained classes.
+  the explained classes. `with_consistency=False`: mask, mask_logits and consistency are None.
   """
   config = config or consistency_lib.ConsistencyConfig()
   x = tf.convert_to_tensor(x)
   target = targets.as_target(class_ids, target)
   cam, gb, logits, classes = guided_pass(tapped, x, target)
   saliency = processing.channel_magnitude(gb)
+  probabilities = tapped.probabilities(logits)
+  if not with_consistency:
+    return Explanation(logits, probabilities, classes, cam, saliency, None, None, None)
   mask, mask_logits = processing.soft_mask(saliency, config.mask_intensity)
   if config.attention == "gb_mask":
     masked_cam = gradcam(tapped, x * mask[..., None], classes, relu=False).cam
     costs = similarity_lib.get_similarity(config.similarity)(cam, masked_cam)
   else:
     costs = consistency_lib.consistency_per_image(tapped, x, config, class_ids=classes).costs
-  return Explanation(logits, tapped.probabilities(logits), classes, cam, saliency, mask, mask_logits, -costs)
+  return Explanation(logits, probabilities, classes, cam, saliency, mask, mask_logits, -costs)
 
 
 def displayed(explanation: Explanation, size):

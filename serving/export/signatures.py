@@ -4,6 +4,8 @@
                                                               guided_backprop, consistency
 - `explain_class`:        images, class_ids (B,) int32    -> same; class_ids -1 = top-1
 - `predict`:              images                          -> probabilities, class_ids
+- `maps`:                 images                          -> probabilities, class_ids, gradcam,
+                                                              guided_backprop (no consistency: one pass fewer)
 - `predict_bytes`:        images_bytes (B,) string        -> as serving_default
 - `explain_class_bytes`:  images_bytes, class_ids         -> as explain_class
 - `predict_only_bytes`:   images_bytes                    -> probabilities, class_ids (no maps)
@@ -19,6 +21,7 @@ SIGNATURES = (
   "serving_default",
   "explain_class",
   "predict",
+  "maps",
   "predict_bytes",
   "explain_class_bytes",
   "predict_only_bytes",
@@ -74,6 +77,11 @@ def build_archive(tapped, contract, channels, input_dtype, num_classes, max_pixe
   archive.add_endpoint(
     "predict",
     lambda images: graphs.predict_outputs(tapped, model_input(images)),
+    input_signature=[images_spec],
+  )
+  archive.add_endpoint(
+    "maps",
+    lambda images: graphs.explain_outputs(tapped, model_input(images), None, loss, with_consistency=False),
     input_signature=[images_spec],
   )
   archive.add_endpoint(

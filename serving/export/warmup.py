@@ -36,6 +36,7 @@ def _records(image_size, channels, input_dtype, name=""):
     "serving_default": {images_key: images},
     "explain_class": {images_key: images, class_key: class_ids},
     "predict": {images_key: images},
+    "maps": {images_key: images},
     "predict_bytes": {bytes_key: encoded},
     "explain_class_bytes": {bytes_key: encoded, class_key: class_ids},
     "predict_only_bytes": {bytes_key: encoded},
