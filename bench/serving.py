@@ -207,7 +207,12 @@ def report(samples, image_size):
   rows = [
     ("maps / predict, in-process", ("in-process", "maps"), ("in-process", "predict"), TARGET_MAPS),
     ("maps / predict, gRPC", ("gRPC", "maps"), ("gRPC", "predict"), TARGET_MAPS),
-    ("maps + consistency / predict, in-process", ("in-process", "serving_default"), ("in-process", "predict"), None),
+    (
+      "maps + consistency / predict, in-process",
+      ("in-process", "serving_default"),
+      ("in-process", "predict"),
+      None,
+    ),
     ("maps + consistency / predict, gRPC", ("gRPC", "serving_default"), ("gRPC", "predict"), None),
     ("gRPC / in-process, maps", ("gRPC", "serving_default"), ("in-process", "serving_default"), TARGET_GRPC),
     ("gRPC / in-process, predict", ("gRPC", "predict"), ("in-process", "predict"), None),

@@ -5,12 +5,12 @@ import glob
 import os
 import sys
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from atcon_tf import backbones, weight_files
+from tests.callbacks import EpochRecorder, Interrupt
 from tests.conftest import read_history, smoke_config
 from trainers import finetune, models, pretrain, simclr
 
@@ -46,33 +46,13 @@ def test_views_are_random_crops_in_pixel_range():
   assert a.min() >= 0 and a.max() <= 255 and not np.allclose(a, b)
 
 
-class _Interrupt(keras.callbacks.Callback):
-  def __init__(self, after):
-    super().__init__()
-    self.after, self.seen = after, 0
-
-  def on_train_batch_end(self, batch, logs=None):
-    self.seen += 1
-    if self.seen == self.after:
-      raise KeyboardInterrupt("simulated preemption")
-
-
-class _Epochs(keras.callbacks.Callback):
-  def __init__(self):
-    super().__init__()
-    self.epochs = []
-
-  def on_epoch_begin(self, epoch, logs=None):
-    self.epochs.append(epoch)
-
-
 @pytest.mark.slow
 def test_pretrain_resumes_and_its_backbone_is_fine_tuned(tmp_path):
   data_dir = str(tmp_path / "tfds")
   cfg = pretrain.preset("smoke", workdir=str(tmp_path / "simclr"), data_dir=data_dir, verbose=0)
   with pytest.raises(KeyboardInterrupt):
-    pretrain.run(cfg, extra_callbacks=[_Interrupt(after=3)])  # in the second of two epochs
-  epochs = _Epochs()
+    pretrain.run(cfg, extra_callbacks=[Interrupt(after=3)])  # in the second of two epochs
+  epochs = EpochRecorder()
   summary = pretrain.run(cfg, extra_callbacks=[epochs])
   assert epochs.epochs == [1]  # resumed where the backup left off
   workdir = cfg.workdir
@@ -84,7 +64,7 @@ def test_pretrain_resumes_and_its_backbone_is_fine_tuned(tmp_path):
   path = summary["backbone"]
   assert weight_files.attributes(path)["method"] == "simclr"
 
-  again = _Epochs()  # finished: not trained again
+  again = EpochRecorder()  # finished: not trained again
   pretrain.run(cfg.replace(probe=False), extra_callbacks=[again])
   assert again.epochs == []
 

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from atcon_tf import backbones, visualize
+from tests.callbacks import EpochRecorder, Interrupt
 from tests.conftest import read_history, smoke_config
 from trainers import config as config_lib
 from trainers import data as data_lib
@@ -103,40 +104,18 @@ def test_multi_label_voc_through_mock_data_two_stage_with_evaluation(tmp_path):
     assert json.load(f)["augment"] == "voc"
 
 
-class _Interrupt(keras.callbacks.Callback):
-  """Raises after `after` training batches, as a preemption would."""
-
-  def __init__(self, after):
-    super().__init__()
-    self.after, self.seen = after, 0
-
-  def on_train_batch_end(self, batch, logs=None):
-    self.seen += 1
-    if self.seen == self.after:
-      raise KeyboardInterrupt("simulated preemption")
-
-
-class _EpochRecorder(keras.callbacks.Callback):
-  def __init__(self):
-    super().__init__()
-    self.epochs = []
-
-  def on_epoch_begin(self, epoch, logs=None):
-    self.epochs.append(epoch)
-
-
 @pytest.mark.slow
 def test_interrupted_fit_resumes_and_finishes_with_the_same_epoch_count(tmp_path, data_dir):
   cfg = smoke_config(tmp_path, data_dir, schedule="supervised", epochs=3, steps_per_epoch=2)
   workdir = tmp_path / "run"
   with pytest.raises(KeyboardInterrupt):
-    finetune.run(cfg, extra_callbacks=[_Interrupt(after=3)])  # in the second epoch
+    finetune.run(cfg, extra_callbacks=[Interrupt(after=3)])  # in the second epoch
   assert (workdir / "backup" / "training_metadata.json").exists()
   with open(workdir / "backup" / "training_metadata.json") as f:
     assert json.load(f)["epoch"] == 1
   assert not (workdir / stages.STAGE_DONE_FILE).exists()
 
-  recorder = _EpochRecorder()
+  recorder = EpochRecorder()
   metrics = finetune.run(cfg, extra_callbacks=[recorder])
   assert recorder.epochs == [1, 2]  # continued where the backup left off
   assert [int(r["epoch"]) for r in read_history(workdir / "history.csv")] == [0, 1, 2]
@@ -145,7 +124,7 @@ def test_interrupted_fit_resumes_and_finishes_with_the_same_epoch_count(tmp_path
   model = keras.saving.load_model(workdir / "best.keras", compile=False)
   assert model.classifier.output_shape == (None, 10)
 
-  again = _EpochRecorder()  # a finished stage is not trained again
+  again = EpochRecorder()  # a finished stage is not trained again
   finetune.run(cfg, extra_callbacks=[again])
   assert again.epochs == []
 
