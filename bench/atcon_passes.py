@@ -35,15 +35,13 @@ def main():
   import tensorflow as tf
 
   import atcon_tf
-  from atcon_tf import backbones, losses
+  from atcon_tf import losses
   from atcon_tf.maps import targets
   from atcon_tf.maps.guided_pass import guided_pass
+  import train_step  # the sibling script (this folder is first on sys.path when run as a script)
 
   size, batch = args.image_size, args.batch
-  if args.model == "small_resnet":
-    classifier = backbones.small_resnet(image_size=size, classes=10, seed=0)
-  else:
-    classifier = backbones.application(args.model, size, 10, weights=None)
+  classifier = train_step.build_classifier(args.model, size)
   tapped = atcon_tf.ATCONModel(classifier, schedule="atcon").tapped
   config = losses.ConsistencyConfig()
   rng = np.random.default_rng(0)

@@ -31,6 +31,15 @@ SUITES = {
 STEPS = ("supervised", "atcon_fused", "atcon_unfused")
 
 
+def build_classifier(model, size):
+  """The benchmarked classifier: `small_resnet` or a keras.applications model, 10 classes, random init."""
+  from atcon_tf import backbones
+
+  if model == "small_resnet":
+    return backbones.small_resnet(image_size=size, classes=10, seed=0)
+  return backbones.application(model, size, 10, weights=None)
+
+
 def _runner(spec, step):
   """A no-argument callable that runs one training step of `step` for the model in `spec`."""
   import keras
@@ -38,14 +47,10 @@ def _runner(spec, step):
   import tensorflow as tf
 
   import atcon_tf
-  from atcon_tf import backbones
 
   keras.mixed_precision.set_global_policy(spec["precision"])
   size, batch = spec["size"], spec["batch"]
-  if spec["model"] == "small_resnet":
-    classifier = backbones.small_resnet(image_size=size, classes=10, seed=0)
-  else:
-    classifier = backbones.application(spec["model"], size, 10, weights=None)
+  classifier = build_classifier(spec["model"], size)
   schedule = "supervised" if step == "supervised" else "atcon"
   model = atcon_tf.ATCONModel(classifier, schedule=schedule, fused=step != "atcon_unfused")
   model.compile(optimizer=keras.optimizers.Adam(1e-5), jit_compile=spec["xla"])

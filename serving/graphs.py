@@ -20,8 +20,8 @@ import tensorflow as tf
 
 from atcon_tf import maps
 
-EXPLAIN_OUTPUTS = ("probabilities", "class_ids", "gradcam", "guided_backprop", "consistency")
-MAPS_OUTPUTS = EXPLAIN_OUTPUTS[:-1]  # the `maps` signature: no consistency, so no forward of the masked image
+MAPS_OUTPUTS = ("probabilities", "class_ids", "gradcam", "guided_backprop")  # `maps`: no masked forward
+EXPLAIN_OUTPUTS = MAPS_OUTPUTS + ("consistency",)
 PREDICT_OUTPUTS = ("probabilities", "class_ids")
 
 

@@ -53,11 +53,11 @@ def build_archive(tapped, contract, channels, input_dtype, num_classes, max_pixe
   def model_input(raw):
     return preprocessing.apply(raw, contract.preprocessing)
 
-  def explain(raw, class_ids=None):
+  def explain(raw, class_ids=None, with_consistency=True):
     x = model_input(raw)
     if class_ids is not None:
       class_ids = graphs.check_class_ids(class_ids, tf.shape(x)[0], num_classes)
-    return graphs.explain_outputs(tapped, x, class_ids, loss)
+    return graphs.explain_outputs(tapped, x, class_ids, loss, with_consistency)
 
   def decode(images_bytes):
     return graphs.decode_images(images_bytes, (height, width), channels, max_pixels)
@@ -81,7 +81,7 @@ def build_archive(tapped, contract, channels, input_dtype, num_classes, max_pixe
   )
   archive.add_endpoint(
     "maps",
-    lambda images: graphs.explain_outputs(tapped, model_input(images), None, loss, with_consistency=False),
+    lambda images: explain(images, with_consistency=False),
     input_signature=[images_spec],
   )
   archive.add_endpoint(
